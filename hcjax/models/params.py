@@ -1,0 +1,59 @@
+"""Parameter trees without running a model: shapes, logical axis names, counts, random init."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hcjax.configs import DiTConfig, VAEConfig
+from hcjax.models.dit import HunyuanVideoDiT
+
+
+def example_inputs(cfg: DiTConfig, batch: int = 1, latent_shape: tuple[int, int, int] | None = None,
+                   text_len: int = 4) -> tuple:
+    """Smallest valid positional inputs of ``HunyuanVideoDiT(cfg)`` (zeros), for init and shape tracing."""
+    t, h, w = latent_shape or cfg.patch_size
+    latents = jnp.zeros((batch, t, h, w, cfg.in_channels), jnp.float32)
+    timestep = jnp.zeros((batch,), jnp.float32)
+    text = jnp.zeros((batch, text_len, cfg.text_dim), jnp.float32)
+    mask = jnp.ones((batch, text_len), jnp.int32)
+    pooled = jnp.zeros((batch, cfg.pooled_dim), jnp.float32)
+    guidance = jnp.zeros((batch,), jnp.float32) if cfg.guidance_embed else None
+    return latents, timestep, text, mask, pooled, guidance
+
+
+def _model_and_inputs(cfg):
+    if isinstance(cfg, DiTConfig):
+        return HunyuanVideoDiT(cfg), example_inputs(cfg)
+    if isinstance(cfg, VAEConfig):
+        raise NotImplementedError("the causal VAE is not part of this version of hcjax yet")
+    raise TypeError(f"expected a DiTConfig or VAEConfig, got {type(cfg).__name__}")
+
+
+def boxed_abstract_params(cfg) -> dict:
+    """``jax.eval_shape`` of ``init``: params boxed with their logical axis names, no memory used."""
+    model, inputs = _model_and_inputs(cfg)
+    return jax.eval_shape(model.init, jax.random.key(0), *inputs)["params"]
+
+
+def abstract_params(cfg) -> dict:
+    """Pytree of ``jax.ShapeDtypeStruct`` of every param of the model (and of the mechanisms it enables)."""
+    return nn.meta.unbox(boxed_abstract_params(cfg))
+
+
+def logical_axes(cfg) -> dict:
+    """Pytree of ``PartitionSpec`` of logical axis names, one per param."""
+    return nn.get_partition_spec(boxed_abstract_params(cfg))
+
+
+def count_params(tree) -> int:
+    return int(sum(np.prod(x.shape, dtype=np.int64) for x in jax.tree.leaves(tree)))
+
+
+def init_params(cfg, rng: jax.Array | int = 0) -> dict:
+    """Freshly initialised params (the reference's initialisers), unboxed."""
+    model, inputs = _model_and_inputs(cfg)
+    rng = jax.random.key(rng) if isinstance(rng, int) else rng
+    return nn.meta.unbox(jax.jit(model.init)(rng, *inputs)["params"])
