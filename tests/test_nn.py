@@ -43,11 +43,22 @@ def test_segment_attention_matches_masked_sdpa():
     assert rel_l2(got, want) < 1e-6
 
 
-def test_query_chunks_give_the_same_numbers():
-    q, k, v = _qkv(length=100)
-    seg = jnp.asarray((np.arange(100) >= 77).astype(np.int32)[None].repeat(2, 0))
+@pytest.mark.parametrize("padded", [True, False])
+def test_query_chunks_give_the_same_numbers(padded):
+    q, k, v = (jnp.swapaxes(x, 1, 2) for x in _qkv(length=100))  # head-major
+    seg = jnp.asarray((np.arange(100) >= (77 if padded else 100)).astype(np.int32)[None].repeat(2, 0))
     whole = xla_attention(q, k, v, seg)
     np.testing.assert_allclose(xla_attention(q, k, v, seg, query_chunk=32), whole, rtol=1e-6, atol=1e-6)
+
+
+def test_single_segment_skips_the_mask_with_the_same_numbers():
+    """Uniform segment ids take the unmasked branch; one padded sample in the batch takes the masked one."""
+    q, k, v = _qkv()
+    uniform = jnp.zeros((2, 40), jnp.int32)
+    np.testing.assert_allclose(attention(q, k, v, uniform), attention(q, k, v, None), rtol=1e-6, atol=1e-7)
+    mixed = uniform.at[1, 30:].set(1)
+    want = _torch_sdpa(q, k, v, np.asarray(mixed[:, :, None] == mixed[:, None, :]))
+    assert rel_l2(attention(q, k, v, mixed), want) < 1e-6
 
 
 def test_attention_rejects_bad_arguments():
@@ -76,14 +87,15 @@ def test_refiner_attention_matches_the_reference_mask(mask):
 
 
 def _official_rope(x, positions, axes, theta):
-    """The reference's formula in numpy float64: repeat-interleaved cos/sin, rotate_half on pairs."""
+    """The reference's formula in numpy float64 on head-major x: repeat-interleaved cos/sin, rotate_half on
+    pairs."""
     cos, sin = [], []
     for i, d in enumerate(axes):
         freqs = 1.0 / theta ** (np.arange(0, d, 2)[: d // 2] / d)
         ang = np.outer(positions[:, i], freqs)
         cos.append(np.repeat(np.cos(ang), 2, axis=1))
         sin.append(np.repeat(np.sin(ang), 2, axis=1))
-    cos, sin = np.concatenate(cos, 1)[None, :, None], np.concatenate(sin, 1)[None, :, None]
+    cos, sin = np.concatenate(cos, 1)[None, None], np.concatenate(sin, 1)[None, None]
     pairs = x.reshape(*x.shape[:-1], -1, 2)
     rotated = np.stack([-pairs[..., 1], pairs[..., 0]], -1).reshape(x.shape)
     return x * cos + rotated * sin
@@ -92,11 +104,12 @@ def _official_rope(x, positions, axes, theta):
 def test_rope_matches_the_reference_formula_and_spares_text():
     axes, theta = (4, 6, 6), 256.0
     positions = grid_positions(3, 4, 5, offset=(-1, 0, 5))
-    x = RNG.standard_normal((2, 60 + 7, 2, 16)).astype(np.float32)
+    x = RNG.standard_normal((2, 3, 60 + 7, 16)).astype(np.float32)  # head-major [B, H, L, D]
     cos, sin = rope_tables(jnp.asarray(positions), axes, theta, num_unrotated=7)
     out = np.asarray(apply_rope(jnp.asarray(x), cos, sin))
-    assert rel_l2(out[:, :60], _official_rope(x[:, :60].astype(np.float64), positions, axes, theta)) < 1e-6
-    np.testing.assert_array_equal(out[:, 60:], x[:, 60:])
+    want = _official_rope(x[:, :, :60].astype(np.float64), positions, axes, theta)
+    assert rel_l2(out[:, :, :60], want) < 1e-6
+    np.testing.assert_array_equal(out[:, :, 60:], x[:, :, 60:])
 
 
 def test_grid_positions_are_row_major():

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 from hcjax.configs import DiTConfig, resolve_dtype
 from hcjax.nn.activations import gelu_tanh, silu
-from hcjax.nn.attention import attention
+from hcjax.nn.attention import attention_head_major
 from hcjax.nn.embeddings import MLP
 from hcjax.nn.linear import Dense
 from hcjax.nn.modulation import Modulation, gate, modulate
@@ -30,12 +30,18 @@ def _dtypes(cfg: DiTConfig) -> dict:
 
 
 def _split_heads(qkv: jax.Array, heads: int) -> tuple[jax.Array, jax.Array, jax.Array]:
-    q, k, v = einops.rearrange(qkv, "b l (k h d) -> k b l h d", k=3, h=heads)
+    """``[B, L, 3 * H * D]`` (rows q | k | v, each head-major) -> three head-major ``[B, H, L, D]``."""
+    q, k, v = einops.rearrange(qkv, "b l (k h d) -> k b h l d", k=3, h=heads)
     return q, k, v
 
 
+def _merge_heads(x: jax.Array) -> jax.Array:
+    return einops.rearrange(x, "b h l d -> b l (h d)")
+
+
 class DoubleStreamBlock(nn.Module):
-    """Image and text streams with their own weights, joined in one attention over ``[img; txt]``.
+    """Image and text streams with their own weights, joined in one attention over ``[img; txt]`` (heads are
+    handled head-major, ``[B, H, L, D]``, the attention kernels' layout).
 
     ``carry = (img [B, Li, D], txt [B, Lt, D])``; ``rope = (cos, sin)`` over ``[img; txt]`` (identity on
     text); ``segment_ids [B, Li + Lt]``.
@@ -65,11 +71,10 @@ class DoubleStreamBlock(nn.Module):
         iq, ik, iv = self._qkv(img, img_mod, self.img_attn_qkv, self.img_attn_q_norm, self.img_attn_k_norm)
         tq, tk, tv = self._qkv(txt, txt_mod, self.txt_attn_qkv, self.txt_attn_q_norm, self.txt_attn_k_norm)
         cos, sin = rope
-        q = apply_rope(jnp.concatenate([iq, tq], axis=1), cos, sin)
-        k = apply_rope(jnp.concatenate([ik, tk], axis=1), cos, sin)
-        v = jnp.concatenate([iv, tv], axis=1)
-        attn = attention(q, k, v, segment_ids, impl=self.cfg.attention_impl)
-        attn = einops.rearrange(attn, "b l h d -> b l (h d)")
+        q = apply_rope(jnp.concatenate([iq, tq], axis=2), cos, sin)
+        k = apply_rope(jnp.concatenate([ik, tk], axis=2), cos, sin)
+        v = jnp.concatenate([iv, tv], axis=2)
+        attn = _merge_heads(attention_head_major(q, k, v, segment_ids, impl=self.cfg.attention_impl))
         n_img = img.shape[1]
         img = self._residuals(img, attn[:, :n_img], img_mod, self.img_attn_proj, self.img_mlp)
         txt = self._residuals(txt, attn[:, n_img:], txt_mod, self.txt_attn_proj, self.txt_mlp)
@@ -110,8 +115,7 @@ class SingleStreamBlock(nn.Module):
         cos, sin = rope
         q = apply_rope(self.q_norm(q), cos, sin)
         k = apply_rope(self.k_norm(k), cos, sin)
-        attn = attention(q, k, v, segment_ids, impl=self.cfg.attention_impl)
-        attn = einops.rearrange(attn, "b l h d -> b l (h d)")
+        attn = _merge_heads(attention_head_major(q, k, v, segment_ids, impl=self.cfg.attention_impl))
         out = self.linear2(jnp.concatenate([attn, gelu_tanh(h[..., d3:])], axis=-1))
         return nn.with_logical_constraint(x + gate(out, g), TOKENS)
 

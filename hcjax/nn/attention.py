@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 
+import einops
+
 import jax
 import jax.numpy as jnp
 
@@ -21,48 +23,80 @@ _MASKED = -0.7 * float(jnp.finfo(jnp.float32).max)
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array | None = None,
               impl: str = "auto") -> jax.Array:
     """Multi-head attention. ``q, k, v [B, L, H, D]``, ``segment_ids [B, L]`` int or None -> ``[B, L, H, D]``."""
+    if q.ndim != 4 or k.ndim != 4:
+        raise ValueError(f"expected q [B, Lq, H, D] and k, v [B, Lk, H, D]; got {q.shape}, {k.shape}, {v.shape}")
+    to_heads = functools.partial(einops.rearrange, pattern="b l h d -> b h l d")
+    out = attention_head_major(to_heads(q), to_heads(k), to_heads(v), segment_ids, impl)
+    return einops.rearrange(out, "b h l d -> b l h d")
+
+
+def attention_head_major(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array | None = None,
+                         impl: str = "auto") -> jax.Array:
+    """``attention`` on head-major ``q, k, v [B, H, L, D]`` (the kernels' own layout) -> ``[B, H, L, D]``."""
     if impl not in IMPLS:
         raise ValueError(f"unknown attention impl {impl!r}; choose one of {IMPLS}")
-    if q.ndim != 4 or k.shape != v.shape or q.shape[0] != k.shape[0] or q.shape[2:] != k.shape[2:]:
-        raise ValueError(f"expected q [B, Lq, H, D] and k, v [B, Lk, H, D]; got {q.shape}, {k.shape}, {v.shape}")
-    if segment_ids is not None and (segment_ids.shape != q.shape[:2] or q.shape[1] != k.shape[1]):
+    if q.ndim != 4 or k.shape != v.shape or q.shape[:2] != k.shape[:2] or q.shape[3] != k.shape[3]:
+        raise ValueError(f"expected q [B, H, Lq, D] and k, v [B, H, Lk, D]; got {q.shape}, {k.shape}, {v.shape}")
+    if segment_ids is not None and (segment_ids.shape != (q.shape[0], q.shape[2]) or q.shape[2] != k.shape[2]):
         raise ValueError(f"segment_ids {segment_ids.shape} must be [B, L] of a self-attention q {q.shape}")
     if impl == "auto":
         impl = "xla"
     if impl != "xla":
         raise NotImplementedError(f"attention impl {impl!r} is not available in this version; use impl='xla'")
-    return xla_attention(q, k, v, segment_ids, query_chunk=_default_query_chunk(q, k))
+    return xla_attention(q, k, v, segment_ids, query_chunk=_default_query_chunk(q.shape[2], k.shape[2]))
 
 
-def _default_query_chunk(q: jax.Array, k: jax.Array) -> int | None:
-    """On CPU, long sequences run in query chunks so each chunk's logits stay in cache."""
-    if jax.default_backend() != "cpu" or q.shape[1] * k.shape[1] <= 1024 * 1024:
+def _default_query_chunk(length: int, kv_length: int) -> int | None:
+    """On CPU, long sequences run in query chunks whose logits stay in cache (~148 measured best)."""
+    if jax.default_backend() != "cpu" or length * kv_length <= 1024 * 1024:
         return None
-    return 512
+    divisors = [c for c in range(96, 257) if length % c == 0]  # no padded rows when one divides the length
+    return min(divisors, key=lambda c: abs(c - 148)) if divisors else 128
 
 
 def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array | None = None,
                   query_chunk: int | None = None) -> jax.Array:
-    """Plain XLA attention, optionally over query chunks (same numbers, bounded logits memory)."""
-    length = q.shape[1]
+    """Plain XLA attention on head-major ``[B, H, L, D]``.
+
+    With ``query_chunk`` the queries are processed in a loop of chunks (same numbers, logits memory bounded
+    by the chunk). Segment masking is skipped at run time when every sample is a single segment.
+    """
+    if segment_ids is None:
+        return _chunked(q, k, v, None, query_chunk)
+    uniform = jnp.all(segment_ids == segment_ids[:, :1])
+    return jax.lax.cond(uniform, lambda: _chunked(q, k, v, None, query_chunk),
+                        lambda: _chunked(q, k, v, segment_ids, query_chunk))
+
+
+def _chunked(q, k, v, segment_ids, query_chunk):
+    q = q * jnp.asarray(q.shape[-1] ** -0.5, q.dtype)
+    length = q.shape[2]
     if query_chunk is None or query_chunk >= length:
-        return _dense_attention(q, k, v, segment_ids, segment_ids)
-    starts = range(0, length, query_chunk)
-    outs = [
-        _dense_attention(q[:, s:s + query_chunk], k, v,
-                         None if segment_ids is None else segment_ids[:, s:s + query_chunk], segment_ids)
-        for s in starts
-    ]
-    return jnp.concatenate(outs, axis=1)
+        return _attend(q, k, v, segment_ids, segment_ids)
+    pad = -length % query_chunk
+    q = jnp.pad(q, ((0, 0), (0, 0), (0, pad), (0, 0)))
+    q_segments = None if segment_ids is None else jnp.pad(segment_ids, ((0, 0), (0, pad)), constant_values=-1)
+
+    def chunk(i, out):
+        start = i * query_chunk
+        qc = jax.lax.dynamic_slice_in_dim(q, start, query_chunk, axis=2)
+        sc = None if q_segments is None else jax.lax.dynamic_slice_in_dim(q_segments, start, query_chunk, axis=1)
+        return jax.lax.dynamic_update_slice_in_dim(out, _attend(qc, k, v, sc, segment_ids), start, axis=2)
+
+    out = jax.lax.fori_loop(0, q.shape[2] // query_chunk, chunk, jnp.zeros(q.shape, q.dtype))
+    return out[:, :, :length]
 
 
-@functools.partial(jax.named_call, name="dense_attention")
-def _dense_attention(q, k, v, q_segments, kv_segments):
-    scale = q.shape[-1] ** -0.5
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
+@functools.partial(jax.named_call, name="attend")
+def _attend(q, k, v, q_segments, kv_segments):
+    """Softmax attention of pre-scaled head-major ``q [B, H, Lq, D]`` over ``k, v [B, H, Lk, D]``; fp32 logits
+    and softmax, the normalisation applied after the value product."""
+    logits = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32)
     if q_segments is not None:
         same = q_segments[:, None, :, None] == kv_segments[:, None, None, :]
         logits = jnp.where(same, logits, _MASKED)
-    probs = jax.nn.softmax(logits, axis=-1)
-    out = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v, preferred_element_type=jnp.float32)
-    return out.astype(q.dtype)
+    logits_max = jnp.max(logits, axis=-1, keepdims=True)
+    probs = jnp.exp(logits - logits_max)
+    denom = jnp.sum(probs, axis=-1, keepdims=True)
+    out = jnp.einsum("bhqk,bhkd->bhqd", probs.astype(v.dtype), v, preferred_element_type=jnp.float32)
+    return (out / denom).astype(q.dtype)

@@ -44,10 +44,10 @@ def rope_tables(positions: jax.Array, axes_dims: tuple[int, ...], theta: float,
 
 
 def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
-    """Rotates pairs of ``x [B, L, H, D]`` by tables ``[L, D/2]`` or ``[B, L, D/2]``; fp32 math, input dtype out."""
-    if cos.ndim == 2:
-        cos, sin = cos[None], sin[None]
-    cos, sin = cos[:, :, None, :], sin[:, :, None, :]
+    """Rotates pairs of head-major ``x [B, H, L, D]`` by tables ``[L, D/2]`` or ``[B, L, D/2]``; fp32 math,
+    input dtype out."""
+    if cos.ndim == 3:
+        cos, sin = cos[:, None], sin[:, None]
     xf = x.astype(jnp.float32).reshape(*x.shape[:-1], -1, 2)
     even, odd = xf[..., 0], xf[..., 1]
     out = jnp.stack([even * cos - odd * sin, odd * cos + even * sin], axis=-1)
