@@ -1,24 +1,8 @@
 """Helpers for JAX-side tests."""
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from hcjax.models import abstract_params, example_inputs
-
-
-def random_params(cfg, seed: int = 0, scale: float = 0.05) -> dict:
-    """Every param drawn from N(0, scale^2) (norm scales around 1), so that no path is zero-initialised away."""
-    shapes = abstract_params(cfg)
-    leaves, treedef = jax.tree.flatten_with_path(shapes)
-    rng = np.random.default_rng(seed)
-    out = []
-    for path, s in leaves:
-        x = rng.standard_normal(s.shape).astype(np.float32) * scale
-        if jax.tree_util.keystr(path).endswith("['scale']"):
-            x = x + 1.0
-        out.append(jnp.asarray(x, s.dtype))
-    return jax.tree.unflatten(treedef, out)
+from hcjax.models import example_inputs
 
 
 def random_inputs(cfg, batch=2, latent_thw=(3, 4, 6), text_len=6, valid=(6, 3), seed=0):

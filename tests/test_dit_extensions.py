@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from hcjax import configs
-from hcjax.models import HunyuanVideoDiT, abstract_params
+from hcjax.models import HunyuanVideoDiT, abstract_params, random_params
 from hcjax.models.extensions import Extension, segments
 from hcjax.nn.rope import grid_positions
-from tests.jax_helpers import random_inputs, random_params
+from tests.jax_helpers import random_inputs
 
 BASE = configs.get("tiny").dit
 

@@ -52,3 +52,11 @@ def test_official_keys_map_one_to_one(full_cfg, meta_state_dict):
     assert len(official) == 856
     shapes = convert.dit_from_torch(official, full_cfg, source="official", shapes_only=True)
     assert count_params(shapes) == 12_821_012_544
+
+
+def test_logical_axis_names_come_from_the_vocabulary(full_cfg):
+    from hcjax.parallel.rules import PARAM_AXES
+
+    specs = jax.tree.leaves(logical_axes(full_cfg), is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+    used = {name for spec in specs for name in spec}
+    assert used <= set(PARAM_AXES), used - set(PARAM_AXES)

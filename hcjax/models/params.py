@@ -57,3 +57,17 @@ def init_params(cfg, rng: jax.Array | int = 0) -> dict:
     model, inputs = _model_and_inputs(cfg)
     rng = jax.random.key(rng) if isinstance(rng, int) else rng
     return nn.meta.unbox(jax.jit(model.init)(rng, *inputs)["params"])
+
+
+def random_params(cfg, seed: int = 0, scale: float = 0.05) -> dict:
+    """Every param drawn from N(0, scale^2), norm scales around 1: a model whose every path is active (the
+    reference initialisers zero the modulations and the final layer). For smoke runs and tests."""
+    leaves, treedef = jax.tree.flatten_with_path(abstract_params(cfg))
+    rng = np.random.default_rng(seed)
+    out = []
+    for path, shape in leaves:
+        x = rng.standard_normal(shape.shape).astype(np.float32) * scale
+        if getattr(path[-1], "key", None) == "scale":
+            x = x + 1.0
+        out.append(jnp.asarray(x, shape.dtype))
+    return jax.tree.unflatten(treedef, out)

@@ -1,0 +1,1 @@
+"""Inputs -> latents -> video, one module per task family."""

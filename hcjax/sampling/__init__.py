@@ -1,0 +1,1 @@
+"""Flow-matching schedules, the jit-compiled Euler loop and guidance strategies."""

@@ -1,0 +1,1 @@
+"""Sharded flow-matching training: state, loss, step, loop, checkpoints, data."""

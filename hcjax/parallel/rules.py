@@ -1,0 +1,31 @@
+"""Logical axis names of hcjax params and activations.
+
+Every param carries one name per dimension (``nn.with_logical_partitioning``); a rules table maps names to
+mesh axes (``data``, ``fsdp``, ``tensor``, ``sequence``). Without a mesh the names change nothing.
+"""
+
+PARAM_AXES = {
+    "layers": "stacked blocks of one stack (double / single / refiner)",
+    "embed": "the DiT hidden size (3072)",
+    "mlp": "MLP hidden units (12288)",
+    "qkv": "fused q | k | v projection outputs (3 x 3072)",
+    "qkv_mlp": "single-block linear1 outputs: q | k | v | mlp (21504)",
+    "attn": "attention output features entering a projection (heads x head_dim)",
+    "attn_mlp": "single-block linear2 inputs: attention | mlp (15360)",
+    "modulation": "adaLN modulation outputs (factor x 3072)",
+    "head_dim": "per-head features (128): qk-norm scales",
+    "freq": "timestep sinusoid features (256)",
+    "text_embed": "LLM text state features (4096)",
+    "pooled_embed": "CLIP pooled text features (768)",
+    "latent_channels": "VAE latent channels entering the patch embedding (16)",
+    "patch_t": "patch kernel, time",
+    "patch_h": "patch kernel, height",
+    "patch_w": "patch kernel, width",
+    "out_patch": "final-layer outputs: patch volume x latent channels (64)",
+}
+
+ACTIVATION_AXES = {
+    "activation_batch": "samples",
+    "activation_length": "tokens",
+    "activation_embed": "hidden features",
+}
