@@ -27,8 +27,8 @@ def _qkv(b=2, length=40, heads=3, dim=16):
 
 def _torch_sdpa(q, k, v, allowed):
     """PyTorch SDPA with a boolean [B, Lq, Lk] mask; layouts [B, L, H, D]."""
-    t = lambda x: torch.from_numpy(x).transpose(1, 2)  # noqa: E731
-    out = F.scaled_dot_product_attention(t(q), t(k), t(v), attn_mask=torch.from_numpy(allowed)[:, None])
+    t = lambda x: torch.from_numpy(np.array(x)).transpose(1, 2)  # noqa: E731
+    out = F.scaled_dot_product_attention(t(q), t(k), t(v), attn_mask=torch.from_numpy(np.array(allowed))[:, None])
     return out.transpose(1, 2).numpy()
 
 
