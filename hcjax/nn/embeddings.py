@@ -56,20 +56,6 @@ def timestep_mlp(hidden: int, dtype, param_dtype, name: str | None = None) -> ML
                nn.initializers.normal(0.02), name=name)
 
 
-class PatchEmbed(nn.Module):
-    """The reference's PatchEmbed: a strided Conv3d (kernel = stride = patch) named ``proj``, flattened to
-    tokens in (t, h, w) row-major order: ``[B, T, H, W, C] -> [B, T'H'W', D]``."""
-
-    features: int
-    patch_size: tuple[int, int, int]
-    dtype: jnp.dtype = jnp.float32
-    param_dtype: jnp.dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return PatchConv(self.features, self.patch_size, self.dtype, self.param_dtype, name="proj")(x)
-
-
 class PatchConv(nn.Module):
     """Conv3d with kernel = stride = patch, as patchify + matmul. The kernel is stored in Flax conv layout
     ``[pt, ph, pw, C, D]``, so the patch vector order is (pt, ph, pw, c)."""
@@ -91,3 +77,12 @@ class PatchConv(nn.Module):
         patches = einops.rearrange(x, "b (t pt) (h ph) (w pw) c -> b (t h w) (pt ph pw c)", pt=pt, ph=ph, pw=pw)
         kernel = kernel.reshape(-1, self.features).astype(self.dtype)
         return jnp.matmul(patches.astype(self.dtype), kernel) + bias.astype(self.dtype)
+
+
+class PatchEmbed(PatchConv):
+    """The reference's PatchEmbed: the strided Conv3d as a child named ``proj``, flattened to tokens in
+    (t, h, w) row-major order: ``[B, T, H, W, C] -> [B, T'H'W', D]``."""
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return PatchConv(self.features, self.patch_size, self.dtype, self.param_dtype, name="proj")(x)

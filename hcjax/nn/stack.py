@@ -10,6 +10,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 REMAT = {
     "none": None,
@@ -51,18 +52,18 @@ class BlockStack(nn.Module):
             self._init_params(block, carry, args)
         params = nn.meta.unbox(self.variables["params"])
 
-        def body(c, layer_params):
+        def body(c, i):
+            layer_params = jax.tree.map(lambda p: jax.lax.dynamic_index_in_dim(p, i, keepdims=False), params)
             return block.apply({"params": layer_params}, c, *args), None
 
         policy = REMAT[self.remat_policy]
-        if self.remat_policy != "none":
+        if policy is not None:
             body = jax.checkpoint(body, policy=policy, prevent_cse=not self.scan)
-        layer_params = jax.tree.map(lambda p: p[start:stop], params)
-        if self.scan:
-            carry, _ = jax.lax.scan(body, carry, layer_params)
+        if self.scan:  # indices, not sliced params, are scanned: a range of layers copies no weights
+            carry, _ = jax.lax.scan(body, carry, jnp.arange(start, stop))
         else:
-            for i in range(stop - start):
-                carry, _ = body(carry, jax.tree.map(lambda p, i=i: p[i], layer_params))
+            for i in range(start, stop):
+                carry, _ = body(carry, i)
         return carry
 
     def _init_params(self, block: nn.Module, carry, args) -> None:
