@@ -120,3 +120,37 @@ def test_missing_file_and_unknown_format(tmp_path):
     (tmp_path / "weights.npz").write_bytes(b"x")
     with pytest.raises(convert.CheckpointError, match="unknown checkpoint format"):
         convert.load_state_dict(tmp_path / "weights.npz")
+
+
+def _fp8_checkpoint(official_sd):
+    """Quantizes block linears as the official fp8 release stores them: weight / scale as float8_e4m3fn."""
+    sd, scales = dict(official_sd), {}
+    for key, w in official_sd.items():
+        module = key[: -len(".weight")]
+        if key.endswith(".weight") and w.ndim == 2 and ("double_blocks" in key or "single_blocks" in key):
+            scales[module] = w.abs().max() / 448.0
+            sd[key] = (w / scales[module]).to(torch.float8_e4m3fn)
+    return sd, scales
+
+
+def test_fp8_checkpoint_dequantizes_as_the_official_linear(cfg, official_sd, tmp_path):
+    sd, scales = _fp8_checkpoint(official_sd)
+    torch.save({"module": sd}, tmp_path / "model_fp8.pt")
+    torch.save({"module": scales}, tmp_path / "model_fp8_map.pt")
+    plain = convert.load_fp8_state_dict(tmp_path / "model_fp8.pt")
+    key = "single_blocks.1.linear1.weight"
+    want = sd[key].to(torch.bfloat16) * scales["single_blocks.1.linear1"].to(torch.bfloat16)
+    np.testing.assert_array_equal(plain[key].astype(np.float32), want.float().numpy())
+    params = convert.dit_from_torch(plain, cfg, source="official")
+    np.testing.assert_array_equal(params["single_blocks"]["linear1"]["kernel"][1], want.float().numpy().T)
+    (tmp_path / "model_fp8_map.pt").unlink()
+    with pytest.raises(convert.CheckpointError, match="scale map is missing"):
+        convert.load_fp8_state_dict(tmp_path / "model_fp8.pt")
+
+
+def test_fp8_map_must_match_the_checkpoint(official_sd):
+    sd, scales = _fp8_checkpoint(official_sd)
+    with pytest.raises(convert.CheckpointError, match="not float8"):
+        convert.dequantize_fp8(official_sd, scales)
+    with pytest.raises(convert.CheckpointError, match="without a weight"):
+        convert.dequantize_fp8(sd, {**scales, "double_blocks.9.img_mlp.fc1": torch.tensor(1.0)})

@@ -1,7 +1,9 @@
 """PyTorch checkpoints -> hcjax params. Strict: any mismatch raises one error listing all problems."""
 
 from hcjax.convert.dit import dit_from_torch
+from hcjax.convert.fp8 import dequantize_fp8, load_fp8_state_dict
 from hcjax.convert.io import CheckpointError, load_state_dict, read_safetensors
 from hcjax.convert.rules import CheckpointMismatch
 
-__all__ = ["CheckpointError", "CheckpointMismatch", "dit_from_torch", "load_state_dict", "read_safetensors"]
+__all__ = ["CheckpointError", "CheckpointMismatch", "dequantize_fp8", "dit_from_torch", "load_fp8_state_dict",
+           "load_state_dict", "read_safetensors"]
