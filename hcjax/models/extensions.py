@@ -1,7 +1,7 @@
 """The DiT's extension points, through which conditioning mechanisms plug in.
 
 A mechanism is configured by a frozen dataclass in ``DiTConfig.mechanisms`` with a ``name`` and a
-``build(dit_cfg) -> nn.Module``. The DiT creates that module under ``name`` and calls it as
+``build(dit_cfg, name) -> nn.Module``. The DiT creates that module under ``name`` and calls it as
 ``module(cond, ctx) -> Extension`` once per forward, before the blocks. The module owns its params; at
 ``init`` it is called with ``cond=None`` and must still create them (from dummy inputs of its own).
 
