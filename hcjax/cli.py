@@ -73,7 +73,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     )
     forward = jax.jit(HunyuanVideoDiT(cfg).apply)
     t0 = time.perf_counter()
-    out = jax.block_until_ready(forward({"params": params}, **inputs))
+    jax.block_until_ready(forward({"params": params}, **inputs))
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     out = np.asarray(jax.block_until_ready(forward({"params": params}, **inputs)))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 
 import einops
-
 import jax
 import jax.numpy as jnp
 
@@ -74,7 +73,6 @@ def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Arr
 
 
 def _chunked(q, k, v, segment_ids, query_chunk):
-    q = q * jnp.asarray(q.shape[-1] ** -0.5, q.dtype)
     length = q.shape[2]
     if query_chunk is None or query_chunk >= length:
         return _attend(q, k, v, segment_ids, segment_ids)
@@ -94,9 +92,11 @@ def _chunked(q, k, v, segment_ids, query_chunk):
 
 @functools.partial(jax.named_call, name="attend")
 def _attend(q, k, v, q_segments, kv_segments):
-    """Softmax attention of pre-scaled head-major ``q [B, H, Lq, D]`` over ``k, v [B, H, Lk, D]``; fp32 logits
-    and softmax, the normalisation applied after the value product."""
-    logits = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32)
+    """Softmax attention of head-major ``q [B, H, Lq, D]`` over ``k, v [B, H, Lk, D]``; logits scaled by
+    1/sqrt(D) in fp32 (as flash attention does, no extra rounding of q in bf16), fp32 softmax, the
+    normalisation applied after the value product."""
+    scale = q.shape[-1] ** -0.5
+    logits = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
     if q_segments is not None:
         same = q_segments[:, None, :, None] == kv_segments[:, None, None, :]
         logits = jnp.where(same, logits, _MASKED)
