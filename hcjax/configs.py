@@ -7,6 +7,7 @@ and a VAE config under one name (``configs.get("hunyuan-video-t2v")``).
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Callable
 
 import jax.numpy as jnp
@@ -106,8 +107,72 @@ class VAEConfig:
     dtype: DTypeLike = "float16"
     param_dtype: DTypeLike = "float16"
 
+    def __post_init__(self):
+        problems = []
+        n = len(self.block_channels)
+        if self.temporal_ratio != 4:
+            problems.append(f"temporal_ratio {self.temporal_ratio} is not supported (the causal VAE compresses "
+                            "time 4x)")
+        spatial_layers = int(math.log2(self.spatial_ratio)) if self.spatial_ratio > 0 else -1
+        if self.spatial_ratio < 1 or 2 ** spatial_layers != self.spatial_ratio or spatial_layers > n - 1:
+            problems.append(f"spatial_ratio {self.spatial_ratio} must be a power of 2 up to 2**{n - 1} "
+                            f"({n} blocks)")
+        if n < 3:
+            problems.append(f"block_channels {self.block_channels} needs at least 3 blocks for 4x time compression")
+        odd = [c for c in self.block_channels if c % self.norm_groups]
+        if odd:
+            problems.append(f"block_channels {odd} are not divisible into norm_groups {self.norm_groups}")
+        if self.layers_per_block < 1:
+            problems.append(f"layers_per_block must be >= 1, got {self.layers_per_block}")
+        if problems:
+            raise ValueError("invalid VAEConfig:\n  " + "\n  ".join(problems))
+
+    @property
+    def downsample_strides(self) -> tuple[tuple[int, int, int] | None, ...]:
+        """Per encoder block (decoder blocks mirror it): the ``(t, h, w)`` down/upsampling factor, or None.
+        Spatial halving in the first log2(spatial_ratio) blocks, temporal halving in the two blocks before
+        the last one."""
+        n, spatial_layers = len(self.block_channels), int(math.log2(self.spatial_ratio))
+        strides = []
+        for i in range(n):
+            hw = 2 if i < spatial_layers else 1
+            t = 2 if n - 3 <= i < n - 1 else 1
+            strides.append(None if (t, hw) == (1, 1) else (t, hw, hw))
+        return tuple(strides)
+
     def replace(self, **changes) -> "VAEConfig":
         return dataclasses.replace(self, **changes)
+
+
+@dataclasses.dataclass(frozen=True)
+class VAETiling:
+    """Tiles of a VAE encode / decode, in pixels and pixel frames (the latent tiles follow from the VAE's
+    ratios). Defaults: the official inference settings (256 px tiles every 192 px, 64-frame tiles every 48
+    frames: overlap 0.25). ``spatial`` / ``temporal`` switch either kind off."""
+
+    tile_size: int = 256
+    tile_stride: int = 192
+    tile_frames: int = 64
+    tile_frame_stride: int = 48
+    spatial: bool = True
+    temporal: bool = True
+
+    def check(self, vae: VAEConfig) -> None:
+        problems = []
+        s, r = vae.spatial_ratio, vae.temporal_ratio
+        if not 0 < self.tile_stride <= self.tile_size:
+            problems.append(f"need 0 < tile_stride <= tile_size, got {self.tile_stride}, {self.tile_size}")
+        if self.tile_size % s or self.tile_stride % s:
+            problems.append(f"tile_size {self.tile_size} and tile_stride {self.tile_stride} must be multiples "
+                            f"of the spatial ratio {s}")
+        if not 0 < self.tile_frame_stride <= self.tile_frames:
+            problems.append(f"need 0 < tile_frame_stride <= tile_frames, got {self.tile_frame_stride}, "
+                            f"{self.tile_frames}")
+        if self.tile_frames % r or self.tile_frame_stride % r:
+            problems.append(f"tile_frames {self.tile_frames} and tile_frame_stride {self.tile_frame_stride} "
+                            f"must be multiples of the temporal ratio {r}")
+        if problems:
+            raise ValueError("invalid VAETiling:\n  " + "\n  ".join(problems))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -104,3 +104,33 @@ def to_channels_last(x: torch.Tensor) -> np.ndarray:
 def rel_l2(a, b) -> float:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def tiny_diffusers_vae(cfg, seed: int = 0):
+    """A random-init ``AutoencoderKLHunyuanVideo`` with the structure of ``cfg`` (a ``VAEConfig``), fp32, eval
+    mode, frame-wise tiling off (untiled reference). GroupNorm affine params are perturbed away from 1 / 0 so
+    that they matter."""
+    from diffusers import AutoencoderKLHunyuanVideo
+
+    torch.manual_seed(seed)
+    model = AutoencoderKLHunyuanVideo(
+        in_channels=cfg.in_channels, out_channels=cfg.in_channels, latent_channels=cfg.latent_channels,
+        block_out_channels=cfg.block_channels, layers_per_block=cfg.layers_per_block,
+        norm_num_groups=cfg.norm_groups, scaling_factor=cfg.scaling_factor,
+        spatial_compression_ratio=cfg.spatial_ratio, temporal_compression_ratio=cfg.temporal_ratio,
+    ).eval()
+    model.use_framewise_encoding = model.use_framewise_decoding = False
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.add_(0.2 * torch.randn_like(p))
+    return model
+
+
+def to_channels_last(x: torch.Tensor) -> np.ndarray:
+    """``[B, C, T, H, W]`` torch -> ``[B, T, H, W, C]`` numpy."""
+    return x.permute(0, 2, 3, 4, 1).numpy()
+
+
+def to_channels_first(x) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(x))).permute(0, 4, 1, 2, 3)

@@ -9,6 +9,7 @@ import numpy as np
 
 from hcjax.configs import DiTConfig, VAEConfig
 from hcjax.models.dit import HunyuanVideoDiT
+from hcjax.models.vae import CausalVAE, example_video
 
 
 def example_inputs(cfg: DiTConfig, batch: int = 1, latent_shape: tuple[int, int, int] | None = None,
@@ -28,7 +29,7 @@ def _model_and_inputs(cfg):
     if isinstance(cfg, DiTConfig):
         return HunyuanVideoDiT(cfg), example_inputs(cfg)
     if isinstance(cfg, VAEConfig):
-        raise NotImplementedError("the causal VAE is not part of this version of hcjax yet")
+        return CausalVAE(cfg), (example_video(cfg),)
     raise TypeError(f"expected a DiTConfig or VAEConfig, got {type(cfg).__name__}")
 
 

@@ -30,8 +30,11 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array |
 
 
 def attention_head_major(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array | None = None,
-                         impl: str = "auto") -> jax.Array:
-    """``attention`` on head-major ``q, k, v [B, H, L, D]`` (the kernels' own layout) -> ``[B, H, L, D]``."""
+                         impl: str = "auto", causal_block: int | None = None) -> jax.Array:
+    """``attention`` on head-major ``q, k, v [B, H, L, D]`` (the kernels' own layout) -> ``[B, H, L, D]``.
+
+    ``causal_block``: tokens form consecutive blocks of this size (video frames); a query sees its own and
+    earlier blocks only (the VAE's frame-causal attention)."""
     if impl not in IMPLS:
         raise ValueError(f"unknown attention impl {impl!r}; choose one of {IMPLS}")
     if q.ndim != 4 or k.shape != v.shape or q.shape[:2] != k.shape[:2] or q.shape[3] != k.shape[3]:
@@ -42,7 +45,8 @@ def attention_head_major(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: 
         impl = "xla"
     if impl != "xla":
         raise NotImplementedError(f"attention impl {impl!r} is not available in this version; use impl='xla'")
-    return xla_attention(q, k, v, segment_ids, query_chunk=_default_query_chunk(q.shape, k.shape[2]))
+    return xla_attention(q, k, v, segment_ids, query_chunk=_default_query_chunk(q.shape, k.shape[2]),
+                         causal_block=causal_block)
 
 
 def _default_query_chunk(shape: tuple[int, int, int, int], kv_length: int) -> int | None:
@@ -59,47 +63,73 @@ def _default_query_chunk(shape: tuple[int, int, int, int], kv_length: int) -> in
 
 
 def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array | None = None,
-                  query_chunk: int | None = None) -> jax.Array:
+                  query_chunk: int | None = None, causal_block: int | None = None) -> jax.Array:
     """Plain XLA attention on head-major ``[B, H, L, D]``.
 
     With ``query_chunk`` the queries are processed in a loop of chunks (same numbers, logits memory bounded
     by the chunk). Segment masking is skipped at run time when every sample is a single segment.
+    ``causal_block`` groups the tokens into consecutive blocks of that many (e.g. the frames of a video) and
+    lets a query see the keys of its own and earlier blocks only.
     """
+    if causal_block is not None:
+        if segment_ids is not None:
+            raise ValueError("causal_block and segment_ids cannot be combined")
+        return _chunked(q, k, v, _block_causal_mask(causal_block, k.shape[2]), query_chunk)
     if segment_ids is None:
         return _chunked(q, k, v, None, query_chunk)
     uniform = jnp.all(segment_ids == segment_ids[:, :1])
     return jax.lax.cond(uniform, lambda: _chunked(q, k, v, None, query_chunk),
-                        lambda: _chunked(q, k, v, segment_ids, query_chunk))
+                        lambda: _chunked(q, k, v, _segment_mask(segment_ids, q.shape[2], query_chunk), query_chunk))
 
 
-def _chunked(q, k, v, segment_ids, query_chunk):
+def _segment_mask(segment_ids, length, query_chunk):
+    """``mask(start, n) -> [B, 1, n, Lk]``: query ``start + i`` and key ``j`` share a segment."""
+    pad = 0 if query_chunk is None else -length % query_chunk
+    q_segments = jnp.pad(segment_ids, ((0, 0), (0, pad)), constant_values=-1)
+
+    def mask(start, n):
+        rows = jax.lax.dynamic_slice_in_dim(q_segments, start, n, axis=1)
+        return rows[:, None, :, None] == segment_ids[:, None, None, :]
+
+    return mask
+
+
+def _block_causal_mask(block, kv_length):
+    """``mask(start, n) -> [1, 1, n, Lk]``: key ``j``'s block is not after query ``start + i``'s block."""
+    def mask(start, n):
+        q_block = (start + jnp.arange(n)) // block
+        kv_block = jnp.arange(kv_length) // block
+        return (kv_block[None, :] <= q_block[:, None])[None, None]
+
+    return mask
+
+
+def _chunked(q, k, v, mask_fn, query_chunk):
     length = q.shape[2]
     if query_chunk is None or query_chunk >= length:
-        return _attend(q, k, v, segment_ids, segment_ids)
+        return _attend(q, k, v, None if mask_fn is None else mask_fn(0, length))
     pad = -length % query_chunk
     q = jnp.pad(q, ((0, 0), (0, 0), (0, pad), (0, 0)))
-    q_segments = None if segment_ids is None else jnp.pad(segment_ids, ((0, 0), (0, pad)), constant_values=-1)
 
     def chunk(i, out):
         start = i * query_chunk
         qc = jax.lax.dynamic_slice_in_dim(q, start, query_chunk, axis=2)
-        sc = None if q_segments is None else jax.lax.dynamic_slice_in_dim(q_segments, start, query_chunk, axis=1)
-        return jax.lax.dynamic_update_slice_in_dim(out, _attend(qc, k, v, sc, segment_ids), start, axis=2)
+        mask = None if mask_fn is None else mask_fn(start, query_chunk)
+        return jax.lax.dynamic_update_slice_in_dim(out, _attend(qc, k, v, mask), start, axis=2)
 
     out = jax.lax.fori_loop(0, q.shape[2] // query_chunk, chunk, jnp.zeros(q.shape, q.dtype))
     return out[:, :, :length]
 
 
 @functools.partial(jax.named_call, name="attend")
-def _attend(q, k, v, q_segments, kv_segments):
+def _attend(q, k, v, mask):
     """Softmax attention of head-major ``q [B, H, Lq, D]`` over ``k, v [B, H, Lk, D]``; logits scaled by
     1/sqrt(D) in fp32 (as flash attention does, no extra rounding of q in bf16), fp32 softmax, the
-    normalisation applied after the value product."""
+    normalisation applied after the value product. ``mask`` (broadcastable to the logits) keeps True keys."""
     scale = q.shape[-1] ** -0.5
     logits = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
-    if q_segments is not None:
-        same = q_segments[:, None, :, None] == kv_segments[:, None, None, :]
-        logits = jnp.where(same, logits, _MASKED)
+    if mask is not None:
+        logits = jnp.where(mask, logits, _MASKED)
     logits_max = jnp.max(logits, axis=-1, keepdims=True)
     probs = jnp.exp(logits - logits_max)
     denom = jnp.sum(probs, axis=-1, keepdims=True)

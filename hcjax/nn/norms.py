@@ -1,4 +1,4 @@
-"""LayerNorm and RMSNorm with fp32 statistics, matching the reference's autocast behaviour."""
+"""LayerNorm, RMSNorm and GroupNorm with fp32 statistics, matching the reference's autocast behaviour."""
 
 import flax.linen as nn
 import jax
@@ -52,3 +52,35 @@ class RMSNorm(nn.Module):
         xf = x.astype(jnp.float32)
         y = xf * jax.lax.rsqrt(jnp.mean(jnp.square(xf), axis=-1, keepdims=True) + self.eps)
         return y.astype(x.dtype) * scale.astype(x.dtype)
+
+
+def group_norm(x: jax.Array, groups: int, eps: float) -> jax.Array:
+    """GroupNorm statistics over every axis but batch, within groups of the last (channel) axis; fp32 output.
+
+    For a video ``[B, T, H, W, C]`` the statistics span the whole clip, as in the reference."""
+    xf = x.astype(jnp.float32)
+    shape = xf.shape
+    grouped = xf.reshape(shape[0], -1, groups, shape[-1] // groups)
+    mean = jnp.mean(grouped, axis=(1, 3), keepdims=True)
+    centered = grouped - mean
+    var = jnp.mean(jnp.square(centered), axis=(1, 3), keepdims=True)
+    return (centered * jax.lax.rsqrt(var + eps)).reshape(shape)
+
+
+class GroupNorm(nn.Module):
+    """Affine GroupNorm over the channel axis (last) with fp32 statistics and fp32 output (autocast keeps
+    ``group_norm`` in fp32)."""
+
+    groups: int = 32
+    eps: float = 1e-6
+    param_dtype: jnp.dtype = jnp.float32
+    axis_name: str = "conv_out"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        c = x.shape[-1]
+        if c % self.groups:
+            raise ValueError(f"GroupNorm: {c} channels are not divisible into {self.groups} groups")
+        scale = self.param("scale", partitioned(nn.initializers.ones, (self.axis_name,)), (c,), self.param_dtype)
+        bias = self.param("bias", partitioned(nn.initializers.zeros, (self.axis_name,)), (c,), self.param_dtype)
+        return group_norm(x, self.groups, self.eps) * scale.astype(jnp.float32) + bias.astype(jnp.float32)
