@@ -9,6 +9,7 @@ Every input problem is reported in one line naming the fix, before any model is 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 
@@ -43,6 +44,11 @@ def cmd_info(args: argparse.Namespace) -> None:
           f"guidance embedding {'on' if cfg.guidance_embed else 'off'}")
     mechanisms = ", ".join(m.name for m in cfg.mechanisms) or "none"
     print(f"conditioning mechanisms: {mechanisms}")
+    vae = preset.vae
+    n_vae = count_params(abstract_params(vae))
+    print(f"VAE: {n_vae:,} params ({n_vae * resolve_dtype(vae.param_dtype).itemsize / 2**20:.0f} MiB as "
+          f"{resolve_dtype(vae.param_dtype).name}); channels {vae.block_channels}, {vae.latent_channels} latent "
+          f"channels, {vae.temporal_ratio}x time / {vae.spatial_ratio}x space, scaling {vae.scaling_factor}")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -86,6 +92,15 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"velocity {out.shape} {out.dtype}: mean {out.mean():+.4f}, std {out.std():.4f}, "
           f"finite {bool(np.isfinite(out).all())}")
     print(f"compile + first run {compile_s:.2f} s, forward {run_s * 1e3:.1f} ms")
+
+    from hcjax.models import CausalVAE
+
+    vae_params = random_params(preset.vae, seed=args.seed)
+    decode = jax.jit(functools.partial(CausalVAE(preset.vae).apply, method=CausalVAE.decode))
+    t0 = time.perf_counter()
+    video = np.asarray(decode({"params": vae_params}, out / preset.vae.scaling_factor))
+    print(f"VAE decode of the velocity as latents ({count_params(vae_params):,} random params): video "
+          f"{video.shape}, finite {bool(np.isfinite(video).all())}, {time.perf_counter() - t0:.2f} s incl. compile")
     print("(random weights: the bundled trained demo model and video output come with the sampling issues)")
 
 

@@ -195,10 +195,11 @@ class DiagonalGaussian:
         return self.mean + self.std * jax.random.normal(rng, self.mean.shape, jnp.float32)
 
 
-def check_video(video, cfg: VAEConfig) -> None:
+def check_video(video, cfg: VAEConfig, size_multiple: int | None = None) -> None:
     """Raises ``ValueError`` naming the fix unless ``video`` is ``[B, 4k+1, H, W, in_channels]`` with ``H, W``
-    multiples of the spatial ratio and (when its values are concrete) values in [-1, 1]."""
-    s, r = cfg.spatial_ratio, cfg.temporal_ratio
+    multiples of ``size_multiple`` (default the spatial ratio, 8; the DiT path needs 16: latents are patchified
+    2x2) and (when its values are concrete) values in [-1, 1]."""
+    s, r = size_multiple or cfg.spatial_ratio, cfg.temporal_ratio
     if video.ndim != 5 or video.shape[-1] != cfg.in_channels:
         raise ValueError(f"expected a video [B, F, H, W, {cfg.in_channels}] (channels last), got {video.shape}")
     _, f, h, w, _ = video.shape

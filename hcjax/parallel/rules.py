@@ -22,6 +22,11 @@ PARAM_AXES = {
     "patch_h": "patch kernel, height",
     "patch_w": "patch kernel, width",
     "out_patch": "final-layer outputs: patch volume x latent channels (64)",
+    "conv_t": "VAE convolution kernel, time",
+    "conv_h": "VAE convolution kernel, height",
+    "conv_w": "VAE convolution kernel, width",
+    "conv_in": "VAE input channels of a convolution or linear layer",
+    "conv_out": "VAE output channels (and GroupNorm channels)",
 }
 
 ACTIVATION_AXES = {
