@@ -209,11 +209,13 @@ def check_video(video, cfg: VAEConfig, size_multiple: int | None = None) -> None
     if h % s or w % s:
         raise ValueError(f"height and width {h}x{w} must be multiples of {s}; resize or crop to "
                          f"{h // s * s}x{w // s * s}")
-    if not isinstance(video, jax.core.Tracer):
+    try:
         lo, hi = float(jnp.min(video)), float(jnp.max(video))
-        if lo < -1.001 or hi > 1.001:
-            raise ValueError(f"video values span [{lo:.3g}, {hi:.3g}]; the VAE expects [-1, 1] "
-                             "(map uint8 pixels with x / 127.5 - 1)")
+    except jax.errors.ConcretizationTypeError:
+        return  # traced: the values are not known yet
+    if lo < -1.001 or hi > 1.001:
+        raise ValueError(f"video values span [{lo:.3g}, {hi:.3g}]; the VAE expects [-1, 1] "
+                         "(map uint8 pixels with x / 127.5 - 1)")
 
 
 def check_latents(latents, cfg: VAEConfig) -> None:
