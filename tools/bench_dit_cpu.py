@@ -9,15 +9,13 @@ Config: hidden 512 / 4 heads (head dim 128) / 2 double / 4 single blocks, latent
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-
 import jax
 import numpy as np
 import torch
 
 from hcjax import configs, convert
 from hcjax.models import HunyuanVideoDiT
+from side_by_side import first_runs, interleaved_times, report
 
 
 def build(latent=(9, 32, 32), text_len=64, seed=0):
@@ -60,26 +58,14 @@ def main():
             return ref(inp["x"], inp["t"], inp["txt"], inp["mask"], inp["pooled"], inp["guidance"],
                        return_dict=False)[0]
 
-    t0 = time.perf_counter()
-    out_jax = np.asarray(run_jax())
-    compile_s = time.perf_counter() - t0
-    out_torch = run_torch().permute(0, 2, 3, 4, 1).numpy()
+    out_jax, out_torch, compile_s = first_runs(run_jax, lambda: run_torch().permute(0, 2, 3, 4, 1))
     err = np.linalg.norm(out_jax - out_torch) / np.linalg.norm(out_torch)
-
-    times = {"hcjax": [], "diffusers": []}
-    for _ in range(args.runs):
-        for name, fn_ in (("hcjax", run_jax), ("diffusers", run_torch)):
-            t0 = time.perf_counter()
-            fn_()
-            times[name].append(time.perf_counter() - t0)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    times = interleaved_times(args.runs, hcjax=run_jax, diffusers=run_torch)
     tokens = int(np.prod(inp["x"].shape[2:])) // 4 + inp["txt"].shape[1]
     print(f"config: hidden {cfg.hidden_size}, heads {cfg.num_heads}, blocks {cfg.depth_double}+{cfg.depth_single}, "
           f"tokens {tokens}; torch threads {torch.get_num_threads()}, jax {jax.__version__} on {jax.devices()[0]}")
     print(f"hcjax compile+first run {compile_s:.2f} s; outputs agree to rel L2 {err:.2e}")
-    for name in ("hcjax", "diffusers"):
-        print(f"{name:9s} median {med[name] * 1e3:8.1f} ms  runs {[round(t * 1e3, 1) for t in times[name]]}")
-    print(f"ratio hcjax/diffusers = {med['hcjax'] / med['diffusers']:.3f}")
+    report(times)
 
 
 if __name__ == "__main__":

@@ -12,9 +12,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import statistics
 import sys
-import time
 
 import jax
 import numpy as np
@@ -24,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from hcjax import configs, convert  # noqa: E402
 from hcjax.models import CausalVAE  # noqa: E402
+from side_by_side import first_runs, interleaved_times, report  # noqa: E402
 from tests.torch_reference import tiny_diffusers_vae, to_channels_first, to_channels_last  # noqa: E402
 
 
@@ -47,25 +46,13 @@ def main():
         with torch.inference_mode():
             return ref.decode(z_torch).sample
 
-    t0 = time.perf_counter()
-    out_jax = np.asarray(run_jax())
-    compile_s = time.perf_counter() - t0
-    out_torch = to_channels_last(run_torch())
+    out_jax, out_torch, compile_s = first_runs(run_jax, lambda: to_channels_last(run_torch()))
     err = np.linalg.norm(out_jax - out_torch) / np.linalg.norm(out_torch)
-
-    times = {"hcjax": [], "diffusers": []}
-    for _ in range(args.runs):
-        for name, fn in (("hcjax", run_jax), ("diffusers", run_torch)):
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    med = {k: statistics.median(v) for k, v in times.items()}
+    times = interleaved_times(args.runs, hcjax=run_jax, diffusers=run_torch)
     print(f"config: block channels {cfg.block_channels}, latents {tuple(args.latent)} -> video {out_jax.shape[1:4]}; "
           f"torch threads {torch.get_num_threads()}, jax {jax.__version__} on {jax.devices()[0]}")
     print(f"hcjax compile+first run {compile_s:.2f} s; outputs agree to rel L2 {err:.2e}")
-    for name in ("hcjax", "diffusers"):
-        print(f"{name:9s} median {med[name] * 1e3:8.1f} ms  runs {[round(t * 1e3, 1) for t in times[name]]}")
-    print(f"ratio hcjax/diffusers = {med['hcjax'] / med['diffusers']:.3f}")
+    report(times)
 
 
 if __name__ == "__main__":
