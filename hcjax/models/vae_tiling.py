@@ -71,16 +71,16 @@ def _run(fn: TileFn, x: jax.Array, tiling: VAETiling, g: _Geometry) -> jax.Array
         chunks = [x]
     grids = [_spatial_tiles(c, g) if tiling.spatial else [[c]] for c in chunks]
     outputs = iter(map_by_shape(fn, [tile for grid in grids for row in grid for tile in row]))
-    decoded = []
+    results = []
     for grid, chunk in zip(grids, chunks):
         out_grid = [[next(outputs) for _ in row] for row in grid]
         if len(out_grid) == 1 and len(out_grid[0]) == 1:
-            decoded.append(out_grid[0][0])
+            results.append(out_grid[0][0])
         else:
-            decoded.append(_combine_spatial(out_grid, g, g.out_size(chunk.shape[2]), g.out_size(chunk.shape[3])))
-    if len(decoded) == 1:
-        return decoded[0]
-    return _combine_temporal(decoded, g, g.out_frames(length))
+            results.append(_combine_spatial(out_grid, g, g.out_size(chunk.shape[2]), g.out_size(chunk.shape[3])))
+    if len(results) == 1:
+        return results[0]
+    return _combine_temporal(results, g, g.out_frames(length))
 
 
 def _spatial_tiles(x: jax.Array, g: _Geometry) -> list[list[jax.Array]]:
