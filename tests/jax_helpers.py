@@ -1,8 +1,22 @@
 """Helpers for JAX-side tests."""
 
+import jax
 import numpy as np
 
-from hcjax.models import example_inputs
+from hcjax.models import abstract_params, example_inputs, logical_axes
+from hcjax.parallel.rules import PARAM_AXES
+
+
+def assert_every_param_has_logical_axes(cfg):
+    """Every param of the model of ``cfg`` carries one logical axis name per dimension, each from the
+    documented vocabulary (``hcjax.parallel.rules.PARAM_AXES``)."""
+    shapes = jax.tree.leaves(abstract_params(cfg))
+    specs = jax.tree.leaves(logical_axes(cfg), is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+    assert len(specs) == len(shapes)
+    for spec, shape in zip(specs, shapes):
+        assert len(spec) == len(shape.shape) and all(isinstance(n, str) for n in spec), (spec, shape)
+    used = {name for spec in specs for name in spec}
+    assert used <= set(PARAM_AXES), used - set(PARAM_AXES)
 
 
 def random_inputs(cfg, batch=2, latent_thw=(3, 4, 6), text_len=6, valid=(6, 3), seed=0):

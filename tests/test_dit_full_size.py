@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from hcjax import configs, convert
-from hcjax.models import abstract_params, count_params, logical_axes
+from hcjax.models import abstract_params, count_params
+from tests.jax_helpers import assert_every_param_has_logical_axes
 from tests.torch_reference import diffusers_to_official
 
 
@@ -34,11 +35,7 @@ def test_custom_base_param_count(full_cfg):
 
 
 def test_every_param_has_logical_axes(full_cfg):
-    shapes = jax.tree.leaves(abstract_params(full_cfg))
-    specs = jax.tree.leaves(logical_axes(full_cfg), is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
-    assert len(specs) == len(shapes)
-    for spec, shape in zip(specs, shapes):
-        assert len(spec) == len(shape.shape) and all(isinstance(n, str) for n in spec), (spec, shape)
+    assert_every_param_has_logical_axes(full_cfg)
 
 
 def test_diffusers_keys_map_one_to_one(full_cfg, meta_state_dict):
@@ -52,11 +49,3 @@ def test_official_keys_map_one_to_one(full_cfg, meta_state_dict):
     assert len(official) == 856
     shapes = convert.dit_from_torch(official, full_cfg, source="official", shapes_only=True)
     assert count_params(shapes) == 12_821_012_544
-
-
-def test_logical_axis_names_come_from_the_vocabulary(full_cfg):
-    from hcjax.parallel.rules import PARAM_AXES
-
-    specs = jax.tree.leaves(logical_axes(full_cfg), is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
-    used = {name for spec in specs for name in spec}
-    assert used <= set(PARAM_AXES), used - set(PARAM_AXES)

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from hcjax import configs, convert
-from hcjax.models import abstract_params, count_params, logical_axes
+from hcjax.models import abstract_params, count_params
+from tests.jax_helpers import assert_every_param_has_logical_axes
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +44,4 @@ def test_prefixed_training_checkpoint(full_cfg, meta_model):
 
 
 def test_every_param_has_logical_axes(full_cfg):
-    shapes = jax.tree.leaves(abstract_params(full_cfg))
-    specs = jax.tree.leaves(logical_axes(full_cfg), is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
-    assert len(specs) == len(shapes)
-    for spec, shape in zip(specs, shapes):
-        assert len(spec) == len(shape.shape) and all(isinstance(n, str) for n in spec), (spec, shape)
+    assert_every_param_has_logical_axes(full_cfg)
