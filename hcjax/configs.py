@@ -176,13 +176,33 @@ class VAETiling:
 
 
 @dataclasses.dataclass(frozen=True)
+class SamplerDefaults:
+    """The official sampling settings of a model (reference section 5); the CLI's defaults."""
+
+    steps: int = 50
+    shift: float = 7.0
+    embedded_guidance: float | None = 6.0   # None: the model has no guidance embedding
+    cfg_scale: float = 1.0                  # classic CFG (off at 1.0)
+    frames: int = 129
+    height: int = 720
+    width: int = 1280
+    fps: float = 24.0
+
+
+@dataclasses.dataclass(frozen=True)
 class Preset:
-    """A named model: its DiT and VAE configs and what it is for."""
+    """A named model: its DiT and VAE configs, its sampling defaults and what it is for."""
 
     name: str
     dit: DiTConfig
     vae: VAEConfig
     description: str = ""
+    sampler: SamplerDefaults = SamplerDefaults()
+
+    @property
+    def image_to_video(self) -> bool:
+        """Whether the model animates a first-frame image (token replacement)."""
+        return any(m.name == "token_replace" for m in self.dit.mechanisms)
 
 
 def _hunyuan_video_t2v() -> Preset:
@@ -191,6 +211,17 @@ def _hunyuan_video_t2v() -> Preset:
         DiTConfig(),
         VAEConfig(),
         "HunyuanVideo 13B text-to-video (CFG-distilled, embedded guidance), official numbers",
+    )
+
+
+def _hunyuan_video_i2v() -> Preset:
+    from hcjax.conditioning.token_replace import TokenReplace
+
+    return Preset(
+        "hunyuan-video-i2v",
+        DiTConfig(mechanisms=(TokenReplace(),)),
+        VAEConfig(),
+        "HunyuanVideo-I2V 13B (token replacement: clean image latent as the first frame, embedded guidance)",
     )
 
 
@@ -211,12 +242,23 @@ def _tiny() -> Preset:
         VAEConfig(block_channels=(16, 32, 32, 32), layers_per_block=1, norm_groups=8,
                   dtype="float32", param_dtype="float32"),
         "a few-hundred-thousand-parameter model with the T2V structure, for tests and smoke runs",
+        SamplerDefaults(steps=30, frames=9, height=64, width=96),
     )
+
+
+def _tiny_i2v() -> Preset:
+    from hcjax.conditioning.token_replace import TokenReplace
+
+    tiny = _tiny()
+    return dataclasses.replace(tiny, name="tiny-i2v", dit=tiny.dit.replace(mechanisms=(TokenReplace(),)),
+                               description="the tiny model with the I2V structure (token replacement)")
 
 
 _PRESETS: dict[str, Callable[[], Preset]] = {
     "hunyuan-video-t2v": _hunyuan_video_t2v,
+    "hunyuan-video-i2v": _hunyuan_video_i2v,
     "tiny": _tiny,
+    "tiny-i2v": _tiny_i2v,
 }
 
 

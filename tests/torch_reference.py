@@ -12,8 +12,9 @@ import torch
 from hcjax.configs import DiTConfig
 
 
-def tiny_diffusers_dit(cfg: DiTConfig, seed: int = 0):
-    """A random-init ``HunyuanVideoTransformer3DModel`` with the structure of ``cfg`` (fp32, eval mode)."""
+def tiny_diffusers_dit(cfg: DiTConfig, seed: int = 0, image_condition_type: str | None = None):
+    """A random-init ``HunyuanVideoTransformer3DModel`` with the structure of ``cfg`` (fp32, eval mode);
+    ``image_condition_type="token_replace"`` gives the I2V variant."""
     from diffusers import HunyuanVideoTransformer3DModel
 
     torch.manual_seed(seed)
@@ -23,6 +24,7 @@ def tiny_diffusers_dit(cfg: DiTConfig, seed: int = 0):
         num_refiner_layers=cfg.refiner_depth, mlp_ratio=cfg.mlp_ratio, patch_size=cfg.patch_size[1],
         patch_size_t=cfg.patch_size[0], guidance_embeds=cfg.guidance_embed, text_embed_dim=cfg.text_dim,
         pooled_projection_dim=cfg.pooled_dim, rope_theta=cfg.rope_theta, rope_axes_dim=cfg.rope_axes,
+        image_condition_type=image_condition_type,
     ).eval()
 
 

@@ -17,7 +17,7 @@ from hcjax.nn.activations import gelu_tanh, silu
 from hcjax.nn.attention import attention_head_major
 from hcjax.nn.embeddings import MLP
 from hcjax.nn.linear import Dense
-from hcjax.nn.modulation import Modulation, gate, modulate
+from hcjax.nn.modulation import Modulation, ModulationVec, gate, modulate
 from hcjax.nn.norms import RMSNorm, layer_norm
 from hcjax.nn.rope import apply_rope
 
@@ -43,8 +43,8 @@ class DoubleStreamBlock(nn.Module):
     """Image and text streams with their own weights, joined in one attention over ``[img; txt]`` (heads are
     handled head-major, ``[B, H, L, D]``, the attention kernels' layout).
 
-    ``carry = (img [B, Li, D], txt [B, Lt, D])``; ``rope = (cos, sin)`` over ``[img; txt]`` (identity on
-    text); ``segment_ids [B, Li + Lt]``.
+    ``carry = (img [B, Li, D], txt [B, Lt, D])``; ``mv``: the ``ModulationVec`` (its token range applies to
+    the image stream); ``rope = (cos, sin)`` over ``[img; txt]`` (identity on text); ``segment_ids [B, Li + Lt]``.
     """
 
     cfg: DiTConfig
@@ -65,9 +65,10 @@ class DoubleStreamBlock(nn.Module):
         self.txt_attn_proj = Dense(d, ("attn", "embed"), **kw)
         self.txt_mlp = MLP(c.mlp_dim, d, gelu_tanh, **kw)
 
-    def __call__(self, carry, vec, rope, segment_ids):
+    def __call__(self, carry, mv: ModulationVec, rope, segment_ids):
         img, txt = carry
-        img_mod, txt_mod = self.img_mod(vec), self.txt_mod(vec)
+        img_mod = self.img_mod.per_token(mv, img.shape[1])
+        txt_mod = self.txt_mod.per_token(mv, txt.shape[1], ranged=False)
         iq, ik, iv = self._qkv(img, img_mod, self.img_attn_qkv, self.img_attn_q_norm, self.img_attn_k_norm)
         tq, tk, tv = self._qkv(txt, txt_mod, self.txt_attn_qkv, self.txt_attn_q_norm, self.txt_attn_k_norm)
         cos, sin = rope
@@ -94,7 +95,8 @@ class DoubleStreamBlock(nn.Module):
 
 class SingleStreamBlock(nn.Module):
     """One stream over ``[img; txt]`` with parallel attention and MLP (``linear1`` -> ``[q|k|v|mlp]``,
-    ``linear2`` <- ``[attn|GELU(mlp)]``). ``carry = x [B, Li + Lt, D]``."""
+    ``linear2`` <- ``[attn|GELU(mlp)]``). ``carry = x [B, Li + Lt, D]``; the token range of ``mv`` counts
+    from the first image token."""
 
     cfg: DiTConfig
 
@@ -107,8 +109,8 @@ class SingleStreamBlock(nn.Module):
         self.k_norm = RMSNorm(LN_EPS, pdt)
         self.modulation = Modulation(3, **kw)
 
-    def __call__(self, x, vec, rope, segment_ids):
-        shift, scale, g = self.modulation(vec)
+    def __call__(self, x, mv: ModulationVec, rope, segment_ids):
+        shift, scale, g = self.modulation.per_token(mv, x.shape[1])
         h = self.linear1(modulate(layer_norm(x, LN_EPS), shift, scale))
         d3 = 3 * self.cfg.hidden_size
         q, k, v = _split_heads(h[..., :d3], self.cfg.num_heads)

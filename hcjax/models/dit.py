@@ -19,6 +19,7 @@ from hcjax.models.extensions import DiTContext, Extension, merge, segments
 from hcjax.models.refiner import SingleTokenRefiner
 from hcjax.nn.activations import silu
 from hcjax.nn.embeddings import MLP, PatchEmbed, timestep_embedding, timestep_mlp
+from hcjax.nn.modulation import ModulationVec
 from hcjax.nn.rope import grid_positions, rope_tables
 from hcjax.nn.stack import BlockStack
 
@@ -48,9 +49,10 @@ class HunyuanVideoDiT(nn.Module):
         d = cfg.hidden_size
         grid = tuple(n // p for n, p in zip(latents.shape[1:4], cfg.patch_size))
 
-        vec = timestep_embedding(timestep, timestep_mlp(d, name="time_in", **kw))
-        vec = vec + MLP(d, d, silu, ("in_layer", "out_layer"), ("pooled_embed", "embed", "embed"),
-                        name="vector_in", **kw)(text_pooled)
+        time_in = timestep_mlp(d, name="time_in", **kw)
+        pooled_vec = MLP(d, d, silu, ("in_layer", "out_layer"), ("pooled_embed", "embed", "embed"),
+                         name="vector_in", **kw)(text_pooled)
+        vec = timestep_embedding(timestep, time_in) + pooled_vec
         if cfg.guidance_embed:
             vec = vec + timestep_embedding(guidance, timestep_mlp(d, name="guidance_in", **kw))
 
@@ -58,7 +60,9 @@ class HunyuanVideoDiT(nn.Module):
         img = img_in(latents)
         txt = SingleTokenRefiner(cfg, name="txt_in")(text_states, timestep, text_mask)
 
-        ext = self._extensions(cond, DiTContext(grid, img_in, timestep, vec, dtype))
+        ctx = DiTContext(grid=grid, patch_embed=img_in, timestep=timestep, vec=vec, dtype=dtype,
+                         embed_timestep=lambda t: timestep_embedding(t, time_in), pooled_vec=pooled_vec)
+        ext = self._extensions(cond, ctx)
         positions = jnp.asarray(grid_positions(*grid))
         if ext.vec_add is not None:
             vec = vec + ext.vec_add.astype(vec.dtype)
@@ -71,6 +75,7 @@ class HunyuanVideoDiT(nn.Module):
             positions = jnp.concatenate([ext.prefix_positions.astype(positions.dtype), positions], axis=0)
 
         num_img, num_txt = img.shape[1], txt.shape[1]
+        mv = ModulationVec(vec, ext.lead_vec, start=num_prefix, stop=num_prefix + ext.lead_tokens)
         rope = rope_tables(positions, cfg.rope_axes, cfg.rope_theta, num_unrotated=num_txt)
         segment_ids = text_segments(text_mask, num_img)
         img = nn.with_logical_constraint(img, TOKENS)
@@ -80,14 +85,14 @@ class HunyuanVideoDiT(nn.Module):
         double = BlockStack(DoubleStreamBlock, cfg, cfg.depth_double, name="double_blocks", **stack_kw)
         carry = (img, txt)
         for start, stop, hooks in segments(cfg.depth_double, ext.double_hooks):
-            carry = double(carry, vec, rope, segment_ids, start=start, stop=stop)
+            carry = double(carry, mv, rope, segment_ids, start=start, stop=stop)
             for hook in hooks:
                 carry = hook(carry)
         x = jnp.concatenate(carry, axis=1)
 
         single = BlockStack(SingleStreamBlock, cfg, cfg.depth_single, name="single_blocks", **stack_kw)
         for start, stop, hooks in segments(cfg.depth_single, ext.single_hooks):
-            x = single(x, vec, rope, segment_ids, start=start, stop=stop)
+            x = single(x, mv, rope, segment_ids, start=start, stop=stop)
             for hook in hooks:
                 x = hook(x)
 
