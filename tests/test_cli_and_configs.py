@@ -32,15 +32,17 @@ def test_info_reports_the_full_model_without_memory(capsys):
     assert "12,821,012,544 params" in capsys.readouterr().out
 
 
-def test_demo_runs_a_forward_pass(capsys):
-    assert cli.main(["demo", "--frames", "5", "--height", "32", "--width", "48"]) == 0
-    out = capsys.readouterr().out
-    assert "velocity (1, 2, 4, 6, 16) float32" in out and "finite True" in out
+def test_demo_writes_a_video(tmp_path, capsys):
+    out = tmp_path / "demo.mp4"
+    assert cli.main(["demo", "--frames", "5", "--height", "32", "--width", "48", "--steps", "2",
+                     "--out", str(out), "--no-progress"]) == 0
+    assert out.stat().st_size > 0 and (tmp_path / "demo.png").exists()
+    assert "5 frames 32x48" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("argv, message", [
     (["demo", "--frames", "8"], "not 4k+1"),
-    (["demo", "--height", "40"], "multiples of 16"),
+    (["demo", "--height", "40"], "multiple of 16"),
     (["demo", "--model", "hunyuan-video-t2v"], "full size"),
     (["info", "--model", "nope"], "unknown preset 'nope'"),
 ])

@@ -11,6 +11,7 @@ import contextlib
 import math
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -90,7 +91,9 @@ def write_mp4(path: PathLike, frames_uint8: np.ndarray, fps: float = 24.0, quali
         raise MediaError(f"quality must be in 0..10 (imageio scale); got {quality}")
     import imageio.v2 as iio
 
-    with atomic_output(path, suffix=".mp4") as tmp:
+    with atomic_output(path, suffix=".mp4") as tmp, warnings.catch_warnings():
+        # ffmpeg runs as a subprocess (fork + exec at once); JAX's fork warning does not apply to it
+        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
         writer = iio.get_writer(tmp, format="FFMPEG", codec="libx264", fps=float(fps), quality=quality,
                                 pixelformat="yuv420p", macro_block_size=1, ffmpeg_log_level="error")
         with writer:
@@ -106,8 +109,10 @@ def read_video(path: PathLike) -> np.ndarray:
     import imageio.v2 as iio
 
     try:
-        with iio.get_reader(path, format="FFMPEG") as reader:
-            frames = [np.asarray(frame)[..., :3] for frame in reader]
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+            with iio.get_reader(path, format="FFMPEG") as reader:
+                frames = [np.asarray(frame)[..., :3] for frame in reader]
     except Exception as e:  # imageio/ffmpeg raise assorted OSError/RuntimeError/IndexError
         raise MediaError(f"cannot decode video {path}: {e}; re-encode it with ffmpeg to H.264 MP4") from e
     if not frames:

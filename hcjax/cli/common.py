@@ -1,0 +1,49 @@
+"""What the subcommands share: the usage error and preset / model lookup."""
+
+from __future__ import annotations
+
+import os
+
+
+class UsageError(Exception):
+    """Bad command-line input; the message names the fix."""
+
+
+def preset(name: str):
+    from hcjax import configs
+
+    try:
+        return configs.get(name)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def is_small(p) -> bool:
+    """Presets that random weights make sense for (smoke runs); full-size ones need a converted checkpoint."""
+    return p.dit.hidden_size <= 1024
+
+
+def resolve_model(model: str):
+    """``(preset, model_dir or None)`` for ``--model``: a preset name or an ``hcjax convert`` directory."""
+    from hcjax import configs, convert
+
+    if model in configs.names():
+        return configs.get(model), None
+    if os.path.isdir(model):
+        try:
+            info = convert.read_model_info(model)
+        except convert.ModelDirError as e:
+            raise UsageError(str(e).replace("\n", " ")) from None
+        return configs.get(info["preset"]), model
+    raise UsageError(f"--model {model!r} is neither a preset ({', '.join(configs.names())}) nor a model "
+                     "directory written by `hcjax convert`")
+
+
+def output_path(path: str, suffix: str) -> str:
+    """Checks that ``path`` ends in ``suffix`` and its folder exists."""
+    if not path.lower().endswith(suffix):
+        raise UsageError(f"--out {path!r} must end in {suffix}")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UsageError(f"the folder of --out {path!r} does not exist; create {folder} first")
+    return path

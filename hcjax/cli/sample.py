@@ -1,0 +1,163 @@
+"""``hcjax sample``: a video from text embeddings (and a first-frame image for image-to-video models).
+
+All inputs are checked first (sizes, frame count, media, embeddings, model directory); then the params are
+loaded, the sampling program compiled and run, and the MP4 and its PNG contact sheet written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+
+import numpy as np
+
+from hcjax.cli.common import UsageError, is_small, output_path, resolve_model
+
+
+@dataclasses.dataclass
+class Plan:
+    preset: object
+    model_dir: str | None
+    request: object
+    text: object
+    negative: object
+    image: np.ndarray | None
+    out: str
+    sheet: str
+    fps: float
+    progress: bool
+    seed: int
+
+
+def _text(args, p, model_dir):
+    from hcjax.pipelines import text_inputs
+
+    if args.text_embeds:
+        try:
+            text, negative = text_inputs.load(args.text_embeds)
+        except ValueError as e:
+            raise UsageError(str(e).replace("\n", " ")) from None
+        return text, negative
+    if model_dir is not None or not is_small(p):
+        raise UsageError("the text encoders are not in hcjax yet: pass --text-embeds FILE (.safetensors / .npz "
+                         "with text_states, text_mask, text_pooled; see README)")
+    if args.prompt is None:
+        raise UsageError("give --prompt TEXT (or --text-embeds FILE)")
+    d = p.dit
+    return (text_inputs.placeholder(args.prompt, d.text_dim, d.pooled_dim),
+            text_inputs.placeholder(args.negative_prompt, d.text_dim, d.pooled_dim))
+
+
+def _image(args, p):
+    """The first frame in [-1, 1] at the bucket size, and the ``(height, width)`` it implies."""
+    from hcjax.io import MediaError, read_image
+    from hcjax.pipelines import buckets
+
+    if args.image is None:
+        if p.image_to_video:
+            raise UsageError(f"{p.name} is an image-to-video model: give --image PATH")
+        return None, None
+    if not p.image_to_video:
+        raise UsageError(f"{p.name} is a text-to-video model; --image needs an I2V model (e.g. hunyuan-video-i2v)")
+    try:
+        pixels = read_image(args.image)
+    except MediaError as e:
+        raise UsageError(str(e)) from None
+    if args.height is not None and args.width is not None:
+        size = (args.height, args.width)
+    elif args.height is not None or args.width is not None:
+        raise UsageError("give both --height and --width, or neither (the bucket of --resolution is used)")
+    elif args.resolution is not None or not is_small(p):
+        size = buckets.i2v_bucket(*pixels.shape[:2], args.resolution or "720p")
+    else:
+        size = (p.sampler.height, p.sampler.width)
+    if size[0] % 16 or size[1] % 16:
+        return None, size   # reported with the other size problems
+    fitted = buckets.i2v_image(pixels, *size, fit=args.image_fit)
+    return buckets.unit_range(fitted), size
+
+
+def prepare(args: argparse.Namespace) -> Plan:
+    """Every check, no heavy work: raises ``UsageError`` naming the fix."""
+    from hcjax.pipelines import SampleRequest, hunyuan_video
+
+    out = output_path(args.out, ".mp4")
+    sheet = args.sheet or os.path.splitext(out)[0] + ".png"
+    output_path(sheet, ".png")
+    p, model_dir = resolve_model(args.model)
+    if model_dir is None and not is_small(p):
+        raise UsageError(f"preset {p.name!r} is full size: random weights are for small presets (e.g. tiny); "
+                         "convert a checkpoint with `hcjax convert` and pass its directory")
+    image, size = _image(args, p)
+    height, width = size if size else (args.height, args.width)
+    try:
+        request = SampleRequest.defaults(p, frames=args.frames, height=height, width=width, steps=args.steps,
+                                         shift=args.shift, seed=args.seed, embedded_guidance=args.guidance,
+                                         cfg_scale=args.cfg_scale)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    text, negative = _text(args, p, model_dir)
+    try:
+        hunyuan_video.check(p, request, text, negative, image)
+    except ValueError as e:
+        raise UsageError("; ".join(line.strip() for line in str(e).splitlines()[1:])) from None
+    return Plan(p, model_dir, request, text, negative, image, out, sheet, args.fps or p.sampler.fps,
+                not args.no_progress, args.seed)
+
+
+def execute(plan: Plan) -> None:
+    from hcjax import convert
+    from hcjax.io import contact_sheet, write_mp4, write_png
+    from hcjax.models import random_params
+    from hcjax.pipelines import generate
+
+    if plan.model_dir is None:
+        dit_params, vae_params = random_params(plan.preset.dit, plan.seed), random_params(plan.preset.vae, plan.seed)
+    else:
+        _, dit_params, vae_params = convert.load_model_dir(plan.model_dir)
+    result = generate(plan.preset, dit_params, vae_params, plan.text, plan.request, negative=plan.negative,
+                      image=plan.image, progress=plan.progress)
+    write_mp4(plan.out, result.video[0], fps=plan.fps)
+    try:
+        write_png(plan.sheet, contact_sheet(result.video[0]))
+    except BaseException:
+        os.remove(plan.out)
+        raise
+    r = plan.request
+    print(f"wrote {plan.out} ({r.frames} frames {r.height}x{r.width} at {plan.fps:g} fps) and {plan.sheet}")
+    print(f"{plan.preset.name}: {r.steps} steps, shift {r.shift}, seed {r.seed}; {result.timings.report()}")
+
+
+def run(args: argparse.Namespace) -> None:
+    execute(prepare(args))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prompt", help="text (random-weight presets: a deterministic stand-in embedding)")
+    p.add_argument("--negative-prompt", default="", help="for CFG with random-weight presets")
+    p.add_argument("--text-embeds", help=".safetensors / .npz with text_states, text_mask, text_pooled "
+                                         "(and negative_* for CFG)")
+    p.add_argument("--image", help="first frame (image-to-video models)")
+    p.add_argument("--resolution", choices=["360p", "540p", "720p"], help="I2V bucket from the image's aspect")
+    p.add_argument("--image-fit", choices=["official", "cover"], default="official",
+                   help="I2V resize rule: the official transform, or a plain cover-and-crop")
+    p.add_argument("--frames", type=int, help="4k+1 (default: the preset's)")
+    p.add_argument("--height", type=int, help="multiple of 16")
+    p.add_argument("--width", type=int, help="multiple of 16")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--shift", type=float, help="flow shift")
+    p.add_argument("--guidance", type=float, help="embedded guidance scale (distilled models; official 6.0)")
+    p.add_argument("--cfg-scale", type=float, help="classic CFG scale (1 = off)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fps", type=float)
+    p.add_argument("--sheet", help="contact sheet PNG (default: next to --out)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("sample", help="sample a video (MP4 + PNG contact sheet)")
+    p.add_argument("--model", required=True, help="preset name (random weights) or `hcjax convert` directory")
+    p.add_argument("--out", required=True, help="output .mp4")
+    add_arguments(p)
+    p.set_defaults(func=run)
