@@ -51,7 +51,7 @@ def _text(args, p, model_dir):
 
 def _image(args, p):
     """The first frame in [-1, 1] at the bucket size, and the ``(height, width)`` it implies."""
-    from hcjax.io import MediaError, read_image
+    from hcjax.io import MediaError, image_to_unit_range, read_image
     from hcjax.pipelines import buckets
 
     if args.image is None:
@@ -75,7 +75,7 @@ def _image(args, p):
     if size[0] % 16 or size[1] % 16:
         return None, size   # reported with the other size problems
     fitted = buckets.i2v_image(pixels, *size, fit=args.image_fit)
-    return buckets.unit_range(fitted), size
+    return image_to_unit_range(fitted), size
 
 
 def prepare(args: argparse.Namespace) -> Plan:

@@ -71,8 +71,10 @@ def to_uint8(video: np.ndarray) -> np.ndarray:
 
 
 def image_to_unit_range(image_uint8: np.ndarray) -> np.ndarray:
-    """uint8 image or frames -> float32 in [-1, 1] as ``x / 127.5 - 1``."""
-    return np.asarray(image_uint8, dtype=np.float32) / 127.5 - 1.0
+    """uint8 image or frames -> float32 in [-1, 1] as torchvision's ``ToTensor`` + ``Normalize(0.5, 0.5)``:
+    ``(x / 255 - 0.5) / 0.5`` in float32 (the reference pipelines' rounding)."""
+    x = np.asarray(image_uint8, dtype=np.float32) / np.float32(255.0)
+    return (x - np.float32(0.5)) / np.float32(0.5)
 
 
 def write_mp4(path: PathLike, frames_uint8: np.ndarray, fps: float = 24.0, quality: int = 8) -> None:

@@ -70,7 +70,9 @@ def i2v_image(image: np.ndarray, height: int, width: int, fit: str = "official")
         both_below = image_ratio < 1 and bucket_ratio < 1
         short = min(height, width) if bucket_ratio == 1.0 or both_above or both_below else max(height, width)
     elif fit == "cover":
-        short = int(np.ceil(min(h, w) * max(height / h, width / w)))
+        from hcjax.io import resize_center_crop
+
+        return resize_center_crop(image, height, width)
     else:
         raise ValueError(f"fit must be 'official' or 'cover', got {fit!r}")
     if h <= w:
@@ -79,8 +81,3 @@ def i2v_image(image: np.ndarray, height: int, width: int, fit: str = "official")
         new_h, new_w = int(short * h / w), short
     return _center_crop(_resize(image, new_h, new_w), height, width)
 
-
-def unit_range(image_uint8: np.ndarray) -> np.ndarray:
-    """``ToTensor`` + ``Normalize(0.5, 0.5)`` in float32, channels-last: ``(x / 255 - 0.5) / 0.5``."""
-    x = image_uint8.astype(np.float32) / np.float32(255.0)
-    return (x - np.float32(0.5)) / np.float32(0.5)

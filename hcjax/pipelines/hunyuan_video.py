@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hcjax.configs import DiTConfig, Preset
+from hcjax.io import to_uint8
 from hcjax.models import CausalVAE, HunyuanVideoDiT
 from hcjax.pipelines.progress import PhaseTimer, StepProgress
 from hcjax.pipelines.request import SampleRequest, initial_noise, stability_start
@@ -132,6 +133,5 @@ def generate(preset: Preset, dit_params, vae_params, text: TextEmbeddings, reque
 
     with timer("decode"):
         decode = jax.jit(functools.partial(vae.apply, method=CausalVAE.decode), static_argnums=2)
-        video = decode({"params": vae_params}, latents / scale, request.vae_tiling)
-        video = np.asarray(jnp.round((jnp.clip(video, -1, 1) + 1) * 127.5).astype(jnp.uint8))
+        video = to_uint8(np.asarray(decode({"params": vae_params}, latents / scale, request.vae_tiling)))
     return SampleResult(video, np.asarray(latents), timer)
