@@ -38,8 +38,6 @@ class SampleRequest:
                     embedded_guidance=s.embedded_guidance if preset.dit.guidance_embed else None,
                     cfg_scale=s.cfg_scale)
         base.update({k: v for k, v in overrides.items() if v is not None})
-        if not preset.dit.guidance_embed:
-            base["embedded_guidance"] = None
         req = cls(**base)
         if req.vae_tiling is None and (req.height > 256 or req.width > 256 or req.frames > 64):
             req = dataclasses.replace(req, vae_tiling=VAETiling())
@@ -64,6 +62,8 @@ class SampleRequest:
             out.append(f"flow shift must be positive, got {self.shift}")
         if preset.dit.guidance_embed and self.embedded_guidance is None:
             out.append(f"{preset.name} embeds guidance: give an embedded guidance scale (official 6.0)")
+        if not preset.dit.guidance_embed and self.embedded_guidance is not None:
+            out.append(f"{preset.name} has no guidance embedding: drop the embedded guidance (use cfg_scale)")
         try:
             resolve_dtype(self.noise_dtype)
         except ValueError as e:
