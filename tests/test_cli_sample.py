@@ -52,6 +52,8 @@ def converted(tmp_path_factory):
               root / "vae.safetensors")
     assert cli.main(["convert", "--model", "tiny", "--source", "diffusers", "--src", str(root / "dit.safetensors"),
                      "--vae-src", str(root / "vae.safetensors"), "--dst", str(root / "hcjax-tiny")]) == 0
+    assert cli.main(["convert", "--model", "tiny", "--source", "diffusers", "--src", str(root / "dit.safetensors"),
+                     "--dst", str(root / "hcjax-tiny-dit-only")]) == 0
     emb = text_inputs.placeholder("a converted model", preset.dit.text_dim, preset.dit.pooled_dim)
     text_inputs.save(root / "text.safetensors", emb, emb)
     return root
@@ -96,6 +98,7 @@ def _bad_embeddings(path):
     (["--text-embeds", "{tmp}/none.safetensors"], "cannot read text embeddings"),
     (["--model", "{converted}", "--prompt", "x"], "--text-embeds"),
     (["--steps", "0"], "steps must be at least 1"),
+    (["--model", "{converted}-dit-only", "--text-embeds", "{converted}/../text.safetensors"], "--vae-src"),
 ])
 def test_invalid_input_is_one_clear_error_and_no_file(extra, message, tmp_path, converted, capsys):
     (tmp_path / "garbage.png").write_bytes(b"not an image")

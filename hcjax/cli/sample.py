@@ -89,6 +89,14 @@ def prepare(args: argparse.Namespace) -> Plan:
     if model_dir is None and not is_small(p):
         raise UsageError(f"preset {p.name!r} is full size: random weights are for small presets (e.g. tiny); "
                          "convert a checkpoint with `hcjax convert` and pass its directory")
+    if model_dir is not None:
+        from hcjax import convert
+
+        missing = {"dit", "vae"} - set(convert.read_model_info(model_dir)["parts"])
+        if missing:
+            flags = " and ".join({"dit": "--src (the DiT)", "vae": "--vae-src (the VAE)"}[m] for m in sorted(missing))
+            raise UsageError(f"model directory {model_dir!r} lacks {', '.join(sorted(missing))}; convert again "
+                             f"with {flags}")
     image, size = _image(args, p)
     height, width = size if size else (args.height, args.width)
     try:
@@ -115,7 +123,10 @@ def execute(plan: Plan) -> None:
     if plan.model_dir is None:
         dit_params, vae_params = random_params(plan.preset.dit, plan.seed), random_params(plan.preset.vae, plan.seed)
     else:
-        _, dit_params, vae_params = convert.load_model_dir(plan.model_dir)
+        try:
+            _, dit_params, vae_params = convert.load_model_dir(plan.model_dir)
+        except convert.ModelDirError as e:
+            raise UsageError(" ".join(str(e).split())) from None
     result = generate(plan.preset, dit_params, vae_params, plan.text, plan.request, negative=plan.negative,
                       image=plan.image, progress=plan.progress)
     write_mp4(plan.out, result.video[0], fps=plan.fps)
