@@ -30,23 +30,27 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array |
 
 
 def attention_head_major(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array | None = None,
-                         impl: str = "auto", causal_block: int | None = None) -> jax.Array:
+                         impl: str = "auto", causal_block: int | None = None,
+                         kv_mask: jax.Array | None = None) -> jax.Array:
     """``attention`` on head-major ``q, k, v [B, H, L, D]`` (the kernels' own layout) -> ``[B, H, L, D]``.
 
-    ``causal_block``: tokens form consecutive blocks of this size (video frames); a query sees its own and
-    earlier blocks only (the VAE's frame-causal attention)."""
+    ``causal_block``: tokens form consecutive blocks of this size (video frames; 1 for a causal language
+    model); a query sees its own and earlier blocks only. ``kv_mask [B, Lk]`` (True = attend) hides keys
+    (the padding of a text encoder's attention mask); it combines with the other masks."""
     if impl not in IMPLS:
         raise ValueError(f"unknown attention impl {impl!r}; choose one of {IMPLS}")
     if q.ndim != 4 or k.shape != v.shape or q.shape[:2] != k.shape[:2] or q.shape[3] != k.shape[3]:
         raise ValueError(f"expected q [B, H, Lq, D] and k, v [B, H, Lk, D]; got {q.shape}, {k.shape}, {v.shape}")
     if segment_ids is not None and (segment_ids.shape != (q.shape[0], q.shape[2]) or q.shape[2] != k.shape[2]):
         raise ValueError(f"segment_ids {segment_ids.shape} must be [B, L] of a self-attention q {q.shape}")
+    if kv_mask is not None and kv_mask.shape != (k.shape[0], k.shape[2]):
+        raise ValueError(f"kv_mask {kv_mask.shape} must be [B, Lk] = {(k.shape[0], k.shape[2])}")
     if impl == "auto":
         impl = "xla"
     if impl != "xla":
         raise NotImplementedError(f"attention impl {impl!r} is not available in this version; use impl='xla'")
     return xla_attention(q, k, v, segment_ids, query_chunk=_default_query_chunk(q.shape, k.shape[2]),
-                         causal_block=causal_block)
+                         causal_block=causal_block, kv_mask=kv_mask)
 
 
 def _default_query_chunk(shape: tuple[int, int, int, int], kv_length: int) -> int | None:
@@ -63,23 +67,33 @@ def _default_query_chunk(shape: tuple[int, int, int, int], kv_length: int) -> in
 
 
 def xla_attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array | None = None,
-                  query_chunk: int | None = None, causal_block: int | None = None) -> jax.Array:
+                  query_chunk: int | None = None, causal_block: int | None = None,
+                  kv_mask: jax.Array | None = None) -> jax.Array:
     """Plain XLA attention on head-major ``[B, H, L, D]``.
 
     With ``query_chunk`` the queries are processed in a loop of chunks (same numbers, logits memory bounded
     by the chunk). Segment masking is skipped at run time when every sample is a single segment.
     ``causal_block`` groups the tokens into consecutive blocks of that many (e.g. the frames of a video) and
-    lets a query see the keys of its own and earlier blocks only.
+    lets a query see the keys of its own and earlier blocks only. ``kv_mask [B, Lk]`` hides keys.
     """
-    if causal_block is not None:
-        if segment_ids is not None:
-            raise ValueError("causal_block and segment_ids cannot be combined")
-        return _chunked(q, k, v, _block_causal_mask(causal_block, k.shape[2]), query_chunk)
+    mask_fn = None if causal_block is None else _block_causal_mask(causal_block, k.shape[2])
+    if kv_mask is not None:
+        mask_fn = _both(mask_fn, lambda start, n: kv_mask.astype(bool)[:, None, None, :])
     if segment_ids is None:
-        return _chunked(q, k, v, None, query_chunk)
+        return _chunked(q, k, v, mask_fn, query_chunk)
+    if causal_block is not None:
+        raise ValueError("causal_block and segment_ids cannot be combined")
     uniform = jnp.all(segment_ids == segment_ids[:, :1])
-    return jax.lax.cond(uniform, lambda: _chunked(q, k, v, None, query_chunk),
-                        lambda: _chunked(q, k, v, _segment_mask(segment_ids, q.shape[2], query_chunk), query_chunk))
+    segments = _both(mask_fn, _segment_mask(segment_ids, q.shape[2], query_chunk))
+    return jax.lax.cond(uniform, lambda: _chunked(q, k, v, mask_fn, query_chunk),
+                        lambda: _chunked(q, k, v, segments, query_chunk))
+
+
+def _both(a, b):
+    """The conjunction of two mask functions (either may be None)."""
+    if a is None or b is None:
+        return a or b
+    return lambda start, n: a(start, n) & b(start, n)
 
 
 def _segment_mask(segment_ids, length, query_chunk):

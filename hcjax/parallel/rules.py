@@ -27,6 +27,12 @@ PARAM_AXES = {
     "conv_w": "VAE convolution kernel, width",
     "conv_in": "VAE input channels of a convolution or linear layer",
     "conv_out": "VAE output channels (and GroupNorm channels)",
+    "vocab": "text encoder vocabulary (token embeddings)",
+    "position": "learned position embeddings of the CLIP / Whisper encoders",
+    "kv": "grouped key / value projection outputs (kv heads x head_dim)",
+    "conv_k": "1-D convolution kernel width (Whisper's front end)",
+    "mel": "log-mel frequency bins entering Whisper",
+    "image_channels": "RGB channels entering a vision patch embedding",
 }
 
 ACTIVATION_AXES = {
