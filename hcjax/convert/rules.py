@@ -2,8 +2,8 @@
 
 A plan maps every param path to a ``Rule`` (or, for params stacked over layers, one ``Rule`` per layer). A rule
 names its source tensors and how they become the param: ``vector`` (1-D, concatenated), ``linear``
-(``[out, in]`` rows concatenated, then transposed to ``[in, out]``) or ``conv`` (``[out, in, kt, kh, kw]`` to
-``[kt, kh, kw, in, out]``). Everything is checked on shapes before any data is touched: every source tensor is
+(``[out, in]`` rows concatenated, then transposed to ``[in, out]``), ``conv`` (``[out, in, *kernel]`` to
+``[*kernel, in, out]``, for 1-, 2- or 3-D kernels) or ``table`` (copied as it is: embedding tables). Everything is checked on shapes before any data is touched: every source tensor is
 used, every param is filled, every shape matches; otherwise one ``CheckpointMismatch`` lists all problems.
 """
 
@@ -23,15 +23,17 @@ Path = tuple[str, ...]
 @dataclasses.dataclass(frozen=True)
 class Rule:
     keys: tuple[str, ...]
-    kind: str                            # "vector" | "linear" | "conv"
+    kind: str                            # "vector" | "linear" | "conv" | "table"
     parts: tuple[int, ...] | None = None  # sizes along torch axis 0 of each key, when several are concatenated
     swap_halves: bool = False             # exchange the two halves of torch axis 0 (diffusers' final layer)
 
     def source_shapes(self, target: tuple[int, ...]) -> list[tuple[int, ...]]:
         """Shapes the source tensors must have for a param of shape ``target``."""
         if self.kind == "conv":
-            kt, kh, kw, cin, cout = target
-            return [(cout, cin, kt, kh, kw)]
+            *kernel, cin, cout = target
+            return [(cout, cin, *kernel)]
+        if self.kind == "table":
+            return [tuple(target)]
         rows = target[-1]
         parts = self.parts or (rows,)
         if len(parts) != len(self.keys) or sum(parts) != rows:
@@ -44,7 +46,10 @@ class Rule:
 
     def apply(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
         if self.kind == "conv":
-            return np.transpose(arrays[0], (2, 3, 4, 1, 0))
+            n = arrays[0].ndim
+            return np.transpose(arrays[0], (*range(2, n), 1, 0))
+        if self.kind == "table":
+            return arrays[0]
         x = arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=0)
         if self.swap_halves:
             half = x.shape[0] // 2
