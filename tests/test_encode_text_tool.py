@@ -10,6 +10,7 @@ import torch
 
 from hcjax import cli
 from hcjax.io import read_video
+from hcjax.models.text import templates
 from hcjax.pipelines import text_inputs
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
@@ -34,7 +35,7 @@ def _tokenizer(words, bos=True):
 @pytest.fixture(scope="module")
 def models():
     torch.manual_seed(0)
-    words = (tool.VIDEO_TEMPLATE + " a fox runs " + tool.DEFAULT_NEGATIVE).replace("\n", " ").split()
+    words = (templates.VIDEO.text + " a fox runs " + templates.DEFAULT_NEGATIVE).replace("\n", " ").split()
     llm = transformers.LlamaModel(transformers.LlamaConfig(
         vocab_size=len(set(words)) + 8, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)).eval()
@@ -48,19 +49,19 @@ def test_states_are_the_cropped_third_to_last_layer(models):
     llm, llm_tok, clip, clip_tok = models
     emb = tool.encode(llm, llm_tok, clip, clip_tok, ["a fox runs"])
     assert emb.states.shape == (1, 256, 32) and emb.pooled.shape == (1, 16)
-    full = llm_tok([tool.VIDEO_TEMPLATE.format("a fox runs")], return_tensors="pt").input_ids
-    n_valid = full.shape[1] - tool.VIDEO_CROP
+    full = llm_tok([templates.VIDEO.format("a fox runs")], return_tensors="pt").input_ids
+    n_valid = full.shape[1] - templates.VIDEO.crop
     np.testing.assert_array_equal(emb.mask[0], (np.arange(256) < n_valid).astype(np.int32))
     with torch.no_grad():
         hidden = llm(input_ids=full, output_hidden_states=True).hidden_states
     assert len(hidden) == 5   # embeddings + 4 layers: [-3] is the output of layer 2, before the final norm
-    np.testing.assert_allclose(emb.states[0, :n_valid], hidden[-3][0, tool.VIDEO_CROP:].numpy(), atol=1e-5)
+    np.testing.assert_allclose(emb.states[0, :n_valid], hidden[-3][0, templates.VIDEO.crop:].numpy(), atol=1e-5)
 
 
 def test_file_drives_hcjax_sample(models, tmp_path, capsys):
     llm, llm_tok, clip, clip_tok = models
     pos = tool.encode(llm, llm_tok, clip, clip_tok, ["a fox runs"])
-    neg = tool.encode(llm, llm_tok, clip, clip_tok, [tool.DEFAULT_NEGATIVE])
+    neg = tool.encode(llm, llm_tok, clip, clip_tok, [templates.DEFAULT_NEGATIVE])
     text_inputs.save(tmp_path / "fox.safetensors", pos, neg)
     loaded, loaded_neg = text_inputs.load(tmp_path / "fox.safetensors")
     np.testing.assert_array_equal(loaded.states, pos.states)

@@ -21,38 +21,25 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+from hcjax.models.text import templates  # noqa: E402
 from hcjax.pipelines.text_inputs import TextEmbeddings, save  # noqa: E402
-
-_HEADER = "<|start_header_id|>system<|end_header_id|>\n\n"
-_USER = "<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n{}<|eot_id|>"
-VIDEO_TEMPLATE = (_HEADER + "Describe the video by detailing the following aspects: 1. The main content and theme "
-                  "of the video.2. The color, shape, size, texture, quantity, text, and spatial relationships of "
-                  "the objects.3. Actions, events, behaviors temporal relationships, physical movement changes of "
-                  "the objects.4. background environment, light, style and atmosphere.5. camera angles, "
-                  "movements, and transitions used in the video:" + _USER)
-IMAGE_TEMPLATE = (_HEADER + "Describe the image by detailing the color, shape, size, texture, quantity, text, "
-                  "spatial relationships of the objects and background:" + _USER)
-VIDEO_CROP, IMAGE_CROP, MAX_TEXT, CLIP_LENGTH = 95, 36, 256, 77
-DEFAULT_NEGATIVE = ("Aerial view, aerial view, overexposed, low quality, deformation, a poor composition, bad hands, "
-                    "bad teeth, bad eyes, bad limbs, distortion")
-
 
 @torch.no_grad()
 def mllm_states(llm, tokenizer, prompts: list[str], video: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """``(states [B, 256, D], mask [B, 256])``: ``hidden_states[-3]`` after the template crop."""
-    template, crop = (VIDEO_TEMPLATE, VIDEO_CROP) if video else (IMAGE_TEMPLATE, IMAGE_CROP)
-    tokens = tokenizer([template.format(p) for p in prompts], max_length=MAX_TEXT + crop, padding="max_length",
-                       truncation=True, return_tensors="pt")
-    out = llm(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask, output_hidden_states=True)
-    states = out.hidden_states[-3][:, crop:].float().numpy()
-    return states, tokens.attention_mask[:, crop:].numpy().astype(np.int32)
+    template = templates.VIDEO if video else templates.IMAGE
+    ids, mask = templates.tokenize(tokenizer, prompts, template)
+    out = llm(input_ids=torch.from_numpy(ids).long(), attention_mask=torch.from_numpy(mask).long(),
+              output_hidden_states=True)
+    return templates.crop(out.hidden_states[-3].float().numpy(), mask, template)
 
 
 @torch.no_grad()
 def clip_pooled(clip, tokenizer, prompts: list[str]) -> np.ndarray:
     """``[B, 768]``: CLIP-L ``pooler_output`` (the EOS token's final-LayerNorm state)."""
-    tokens = tokenizer(prompts, max_length=CLIP_LENGTH, padding="max_length", truncation=True, return_tensors="pt")
-    return clip(input_ids=tokens.input_ids, attention_mask=tokens.attention_mask).pooler_output.float().numpy()
+    ids, mask = templates.tokenize_clip(tokenizer, prompts)
+    return clip(input_ids=torch.from_numpy(ids).long(),
+                attention_mask=torch.from_numpy(mask).long()).pooler_output.float().numpy()
 
 
 def encode(llm, llm_tokenizer, clip, clip_tokenizer, prompts: list[str], video: bool = True) -> TextEmbeddings:
@@ -65,7 +52,8 @@ def main():
     parser.add_argument("--llm", required=True, help="local folder of the Llama text encoder (AutoModel)")
     parser.add_argument("--clip", required=True, help="local folder of CLIP-L (CLIPTextModel)")
     parser.add_argument("--prompt", required=True)
-    parser.add_argument("--negative-prompt", help=f"for CFG (default: the official one: {DEFAULT_NEGATIVE!r})")
+    parser.add_argument("--negative-prompt",
+                        help=f"for CFG (default: the official one: {templates.DEFAULT_NEGATIVE!r})")
     parser.add_argument("--no-negative", action="store_true", help="write no negative set (no CFG)")
     parser.add_argument("--image", action="store_true", help="1-frame sample: the image template")
     parser.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
@@ -78,11 +66,11 @@ def main():
     llm_tok = AutoTokenizer.from_pretrained(args.llm, padding_side="right", local_files_only=True)
     clip = CLIPTextModel.from_pretrained(args.clip, torch_dtype=dtype, local_files_only=True).eval()
     clip_tok = CLIPTokenizer.from_pretrained(args.clip, local_files_only=True)
-    positive = encode(llm, llm_tok, clip, clip_tok, [args.prompt.strip()], video=not args.image)
+    positive = encode(llm, llm_tok, clip, clip_tok, [args.prompt], video=not args.image)
     negative = None
     if not args.no_negative:
-        text = DEFAULT_NEGATIVE if args.negative_prompt is None else args.negative_prompt
-        negative = encode(llm, llm_tok, clip, clip_tok, [text.strip()], video=not args.image)
+        text = templates.DEFAULT_NEGATIVE if args.negative_prompt is None else args.negative_prompt
+        negative = encode(llm, llm_tok, clip, clip_tok, [text], video=not args.image)
     save(args.out, positive, negative)
     print(f"wrote {args.out}: text {positive.states.shape} ({int(positive.mask.sum())} valid tokens), "
           f"pooled {positive.pooled.shape}{', with negative' if negative is not None else ''}")

@@ -3,8 +3,9 @@
 A plan maps every param path to a ``Rule`` (or, for params stacked over layers, one ``Rule`` per layer). A rule
 names its source tensors and how they become the param: ``vector`` (1-D, concatenated), ``linear``
 (``[out, in]`` rows concatenated, then transposed to ``[in, out]``), ``conv`` (``[out, in, *kernel]`` to
-``[*kernel, in, out]``, for 1-, 2- or 3-D kernels) or ``table`` (copied as it is: embedding tables). Everything is checked on shapes before any data is touched: every source tensor is
-used, every param is filled, every shape matches; otherwise one ``CheckpointMismatch`` lists all problems.
+``[*kernel, in, out]``, for 1-, 2- or 3-D kernels) or ``table`` (copied as it is: embedding tables).
+Everything is checked on shapes before any data is touched: every source tensor is used, every param is
+filled, every shape matches; otherwise one ``CheckpointMismatch`` lists all problems.
 """
 
 from __future__ import annotations
