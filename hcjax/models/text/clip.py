@@ -22,7 +22,7 @@ Numerics: LayerNorm statistics in fp32, matmuls and the residual stream in the c
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from typing import Any
 
 import einops
 import flax.linen as nn
