@@ -23,6 +23,7 @@ class Plan:
     text: object
     negative: object
     image: np.ndarray | None
+    prompts: tuple[str, str] | None   # (prompt, negative) to encode with the model directory's encoders
     out: str
     sheet: str
     fps: float
@@ -31,6 +32,9 @@ class Plan:
 
 
 def _text(args, p, model_dir):
+    """``(text, negative, prompts)``: embeddings now, or the prompts for the model directory's encoders."""
+    from hcjax.convert.text_encoder_dir import has_text_encoders
+    from hcjax.models.text.templates import DEFAULT_NEGATIVE
     from hcjax.pipelines import text_inputs
 
     if args.text_embeds:
@@ -38,15 +42,17 @@ def _text(args, p, model_dir):
             text, negative = text_inputs.load(args.text_embeds)
         except ValueError as e:
             raise UsageError(str(e).replace("\n", " ")) from None
-        return text, negative
-    if model_dir is not None or not is_small(p):
-        raise UsageError("the text encoders are not in hcjax yet: pass --text-embeds FILE (.safetensors / .npz "
-                         "with text_states, text_mask, text_pooled; see README)")
+        return text, negative, None
     if args.prompt is None:
         raise UsageError("give --prompt TEXT (or --text-embeds FILE)")
+    if model_dir is not None and has_text_encoders(model_dir):
+        return None, None, (args.prompt, DEFAULT_NEGATIVE if args.negative_prompt is None else args.negative_prompt)
+    if model_dir is not None or not is_small(p):
+        raise UsageError("this model directory has no text encoders: add them with tools/convert_text_encoders.py, "
+                         "or pass --text-embeds FILE (.safetensors / .npz with text_states, text_mask, text_pooled)")
     d = p.dit
     return (text_inputs.placeholder(args.prompt, d.text_dim, d.pooled_dim),
-            text_inputs.placeholder(args.negative_prompt, d.text_dim, d.pooled_dim))
+            text_inputs.placeholder(args.negative_prompt or "", d.text_dim, d.pooled_dim), None)
 
 
 def _image(args, p):
@@ -105,12 +111,12 @@ def prepare(args: argparse.Namespace) -> Plan:
                                          cfg_scale=args.cfg_scale)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    text, negative = _text(args, p, model_dir)
+    text, negative, prompts = _text(args, p, model_dir)
     try:
         hunyuan_video.check(p, request, text, negative, image)
     except ValueError as e:
         raise UsageError("; ".join(line.strip() for line in str(e).splitlines()[1:])) from None
-    return Plan(p, model_dir, request, text, negative, image, out, sheet, args.fps or p.sampler.fps,
+    return Plan(p, model_dir, request, text, negative, image, prompts, out, sheet, args.fps or p.sampler.fps,
                 not args.no_progress, args.seed)
 
 
@@ -127,7 +133,14 @@ def execute(plan: Plan) -> None:
             _, dit_params, vae_params = convert.load_model_dir(plan.model_dir)
         except convert.ModelDirError as e:
             raise UsageError(" ".join(str(e).split())) from None
-    result = generate(plan.preset, dit_params, vae_params, plan.text, plan.request, negative=plan.negative,
+    text, negative = plan.text, plan.negative
+    if plan.prompts is not None:
+        from hcjax.convert.text_encoder_dir import load_text_encoders
+
+        encoders = load_text_encoders(plan.model_dir)
+        text = encoders.encode([plan.prompts[0]], plan.request.frames)
+        negative = encoders.encode([plan.prompts[1]], plan.request.frames) if plan.request.uses_cfg else None
+    result = generate(plan.preset, dit_params, vae_params, text, plan.request, negative=negative,
                       image=plan.image, progress=plan.progress)
     write_mp4(plan.out, result.video[0], fps=plan.fps)
     try:
@@ -146,7 +159,7 @@ def run(args: argparse.Namespace) -> None:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt", help="text (random-weight presets: a deterministic stand-in embedding)")
-    p.add_argument("--negative-prompt", default="", help="for CFG with random-weight presets")
+    p.add_argument("--negative-prompt", help="for CFG (default with text encoders: the official negative prompt)")
     p.add_argument("--text-embeds", help=".safetensors / .npz with text_states, text_mask, text_pooled "
                                          "(and negative_* for CFG)")
     p.add_argument("--image", help="first frame (image-to-video models)")

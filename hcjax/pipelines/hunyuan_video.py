@@ -75,13 +75,15 @@ def denoise_fn(cfg: DiTConfig, request: SampleRequest, progress: StepProgress | 
     return run
 
 
-def check(preset: Preset, request: SampleRequest, text: TextEmbeddings, negative: TextEmbeddings | None,
+def check(preset: Preset, request: SampleRequest, text: TextEmbeddings | None, negative: TextEmbeddings | None,
           image: np.ndarray | None) -> None:
-    """Every problem of a sampling call in one ``ValueError``, before any compile."""
+    """Every problem of a sampling call in one ``ValueError``, before any compile (``text=None``: the text is
+    encoded later by encoders that fit the model; its checks are skipped)."""
     problems = request.problems(preset)
     d = preset.dit
-    problems += text.problems(d.text_dim, d.pooled_dim)
-    if request.uses_cfg:
+    if text is not None:
+        problems += text.problems(d.text_dim, d.pooled_dim)
+    if request.uses_cfg and text is not None:
         if negative is None:
             problems.append(f"cfg_scale {request.cfg_scale} needs negative text embeddings (or use cfg_scale 1)")
         else:

@@ -50,6 +50,19 @@ class LlamaConfig:
     def replace(self, **changes) -> "LlamaConfig":
         return dataclasses.replace(self, **changes)
 
+    @classmethod
+    def from_transformers(cls, hf, **overrides) -> "LlamaConfig":
+        """From a ``transformers.LlamaConfig`` (``overrides``: dtypes and execution choices)."""
+        params = getattr(hf, "rope_parameters", None) or {}
+        scaling = getattr(hf, "rope_scaling", None) or {}
+        if params.get("rope_type", "default") != "default" or scaling.get("rope_type", "default") != "default":
+            raise ValueError("only the default RoPE (Llama-3.0, as llava-llama-3-8b) is supported")
+        theta = params.get("rope_theta", getattr(hf, "rope_theta", 500000.0))
+        return cls(vocab_size=hf.vocab_size, hidden_size=hf.hidden_size, intermediate_size=hf.intermediate_size,
+                   num_layers=hf.num_hidden_layers, num_heads=hf.num_attention_heads,
+                   num_kv_heads=hf.num_key_value_heads, rms_norm_eps=hf.rms_norm_eps, rope_theta=theta,
+                   **overrides)
+
 
 def rope_cos_sin(position_ids: jax.Array, head_dim: int, theta: float) -> tuple[jax.Array, jax.Array]:
     """``(cos, sin) [B, L, head_dim]`` in fp32 for integer positions ``[B, L]`` (``freqs`` duplicated over
