@@ -1,4 +1,5 @@
-"""Audio encoders of the audio-driven paths (HunyuanCustom: whisper-tiny; HunyuanVideo-Avatar: whisper-large-v3)."""
+"""Audio encoders of the audio-driven paths (HunyuanCustom and HunyuanVideo-Avatar: whisper-tiny; HuMo:
+whisper-large-v3)."""
 
 from hcjax.models.audio.whisper import (WHISPER_LARGE_V3, WHISPER_TINY, WhisperEncoder, WhisperEncoderConfig,
                                         WhisperEncoderLayer)

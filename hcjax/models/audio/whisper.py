@@ -1,7 +1,8 @@
 """The Whisper audio encoder (the encoder half of ``transformers``' ``WhisperModel``), channels-last.
 
-HunyuanVideo's audio paths run it in fp32 and consume *every* hidden state: HunyuanCustom stacks the 5 states of
-whisper-tiny, HunyuanVideo-Avatar averages groups of the 33 states of whisper-large-v3. The list they consumed is
+HunyuanVideo's audio paths run it in fp32 and consume *every* hidden state: HunyuanCustom and HunyuanVideo-Avatar
+stack the 5 states of whisper-tiny; HuMo averages groups of the 33 states of whisper-large-v3. The list they
+consumed is
 ``transformers`` 4.41's ``encoder_hidden_states``::
 
     [embeddings + positions, output of layer 1, ..., output of layer N-1, final LayerNorm(output of layer N)]
@@ -45,7 +46,7 @@ from hcjax.nn.stack import BlockStack
 @dataclasses.dataclass(frozen=True)
 class WhisperEncoderConfig:
     """Defaults: the encoder of ``openai/whisper-tiny`` (HunyuanCustom's audio encoder), in fp32.
-    ``WhisperEncoderConfig.large_v3()`` is HunyuanVideo-Avatar's. Field names follow ``transformers``'
+    ``WhisperEncoderConfig.large_v3()`` is HuMo's. Field names follow ``transformers``'
     ``WhisperConfig``; the activation is always the exact (erf) GELU, as every released Whisper."""
 
     num_mel_bins: int = 80

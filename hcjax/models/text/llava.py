@@ -2,6 +2,8 @@
 
 ``llava_image_features`` takes hidden state -2 of the vision tower, drops the CLS token and projects
 (``[B, 576, 4096]`` for llava-llama-3-8b-v1_1 at 336 px): the features that replace the ``<image>`` token.
+``legacy_merge`` puts them into the token embeddings as transformers 4.41.2 (HunyuanCustom's pin) does: in place
+of the one ``<image>`` token, with that version's position ids and zeroed pad embeddings.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from hcjax.configs import resolve_dtype
 from hcjax.models.text.clip import gelu_erf
@@ -58,3 +61,68 @@ def llava_image_features(hidden_states: jax.Array | Sequence[jax.Array], project
     params = projector_params.get("params", projector_params) if isinstance(projector_params, dict) else \
         projector_params
     return projector.apply({"params": params}, select_image_features(hidden_states, feature_layer, strategy))
+
+
+def check_merge_inputs(input_ids, attention_mask, image_token_id: int, pad_token_id: int | None) -> None:
+    """``legacy_merge``'s checks on concrete ids (skipped for tracers): exactly one ``image_token_id`` per
+    sample, and every mask-0 position holding ``pad_token_id`` (when given)."""
+    if isinstance(input_ids, jax.core.Tracer):
+        return
+    ids = np.asarray(input_ids)
+    counts = (ids == image_token_id).sum(axis=1)
+    if (counts != 1).any():
+        raise ValueError(f"each sample needs exactly one image token ({image_token_id}); counts {counts.tolist()}"
+                         " (a prompt too long for max_length truncates it away)")
+    if pad_token_id is not None and not isinstance(attention_mask, jax.core.Tracer):
+        if (ids[np.asarray(attention_mask) == 0] != pad_token_id).any():
+            raise ValueError(f"masked positions hold ids other than the tokenizer pad id {pad_token_id}")
+
+
+def legacy_merge(input_ids: jax.Array, attention_mask: jax.Array, token_embeds: jax.Array,
+                 image_features: jax.Array, image_token_id: int, pad_token_id: int | None,
+                 config_pad_token_id: int | None) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """transformers 4.41.2's ``LlavaForConditionalGeneration._merge_input_ids_with_image_features`` (the
+    version HunyuanCustom pins) for exactly one ``<image>`` token per sample.
+
+    ``input_ids``, ``attention_mask`` ``[B, L]``; ``token_embeds [B, L, D]`` (the ``embed_tokens`` lookup of
+    ``input_ids``); ``image_features [B, N, D]`` -> ``(inputs_embeds [B, L + N - 1, D], merged_mask [B, L + N - 1]
+    int32, position_ids [B, L + N - 1] int32)``, to run the language model with. The ``<image>`` token at
+    position ``p`` is replaced *in place* by the ``N`` features: merged ``[0, p)`` = tokens ``[0, p)``,
+    ``[p, p + N)`` = the features, ``[p + N, L + N - 1)`` = tokens ``[p + 1, L)``. Quirks reproduced:
+
+    * **Mask**: token positions copy the tokenizer mask, feature positions are 1 (``final_attention_mask |=
+      image_to_overwrite``); with right padding this is the correct mask ``[1 x (valid + N - 1), 0 x pads]``.
+    * **Position ids**: ``cumsum(merged_mask) - 1`` with every mask-0 position set to **1** (not ``0..L-1`` as a
+      plain run, or transformers 5, would use); they only change the states at the pad positions.
+    * **Pad embeddings**: the embeddings of tokens whose id equals the *LLaVA config's* ``pad_token_id``
+      (``config_pad_token_id``; ``None`` means -1, i.e. never) are set to **0**. With a tokenizer whose pad id
+      is that id (``pad_token_id == config_pad_token_id``) every pad position gets a zero input; otherwise
+      pads keep the pad-token embedding. Valid positions never see pads (causal + key mask), so this too only
+      moves the states at the pad positions - which HunyuanCustom's token refiner does read (reference 4.3).
+    * **Left-padding test**: 4.41.2 shifts the text by ``nb_image_pad`` when no sample ends in the config pad
+      id (e.g. a tokenizer pad id other than the config's); with one image token per sample
+      ``nb_image_pad = 0``, so the layout above holds whatever the padding side.
+
+    ``pad_token_id`` (the tokenizer's) is not read by the 4.41.2 rule; for concrete inputs it is checked that
+    every mask-0 position holds it, so that the caller's pair of ids says what the zeroing does. 4.41.2 raises
+    when a sample has no ``<image>`` token (e.g. truncated away) or several; so does this, for concrete ids.
+    Jittable (the checks are skipped under tracing)."""
+    b, length = input_ids.shape
+    n = image_features.shape[1]
+    if token_embeds.shape[:2] != (b, length) or image_features.shape[0] != b:
+        raise ValueError(f"token_embeds {token_embeds.shape} / image_features {image_features.shape} do not fit "
+                         f"input_ids {input_ids.shape}")
+    check_merge_inputs(input_ids, attention_mask, image_token_id, pad_token_id)
+    dtype = image_features.dtype
+    p = jnp.argmax(input_ids == image_token_id, axis=1)[:, None]              # [B, 1]
+    j = jnp.arange(length + n - 1)[None]                                         # merged positions
+    is_image = (j >= p) & (j < p + n)
+    src = jnp.clip(jnp.where(j < p, j, j - n + 1), 0, length - 1)               # token behind each position
+    text = jnp.take_along_axis(token_embeds.astype(dtype), src[..., None], axis=1)
+    image = jnp.take_along_axis(image_features, jnp.clip(j - p, 0, n - 1)[..., None], axis=1)
+    config_pad = -1 if config_pad_token_id is None else config_pad_token_id
+    zero = ~is_image & (jnp.take_along_axis(input_ids, src, axis=1) == config_pad)
+    embeds = jnp.where(is_image[..., None], image, jnp.where(zero[..., None], jnp.zeros((), dtype), text))
+    mask = jnp.where(is_image, 1, jnp.take_along_axis(attention_mask.astype(jnp.int32), src, axis=1))
+    position_ids = jnp.where(mask == 0, 1, jnp.cumsum(mask, axis=1) - 1).astype(jnp.int32)
+    return embeds, mask.astype(jnp.int32), position_ids

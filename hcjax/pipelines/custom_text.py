@@ -1,0 +1,187 @@
+"""HunyuanCustom's LLaVA text conditioning (reference section 4.3): the prompt in the video template with the
+subject image appended, through the full LLaVA (vision tower + projector + Llama), as transformers 4.41.2 ran it.
+
+* Text: ``image_appended_text`` = the video template (crop 95) filled with the prompt (not stripped, as
+  ``hymm_sp``), then ``"\\nThe {name} looks like<image>"`` (no ``<SEP>`` token). Tokenised right padded /
+  truncated to ``256 + 95 = 351``; the ``<image>`` token is the last valid one.
+* Image: ``pad_image`` (aspect-preserving resize, centred on white) to 336 x 336, CLIP-normalised; 576 features
+  (CLIP layer -2 without CLS, projected) replace ``<image>`` in place (``legacy_merge``): 351 + 575 = 926
+  positions; ``hidden_states[-3]`` (no final norm), the first 95 dropped -> ``[B, 831, D]``.
+* DiT mask: *not* the merged mask but ``concat(tokenizer_mask, ones(575))[95:]`` (``dit_text_mask``).
+* Unconditional branch (CFG): the negative prompt with a **white** image (``white_image``) and, in the
+  released code, the *default* subject name ``"person"`` (``UNCOND_NAME``; ``text2tokens`` is called without
+  ``name``), then its DiT mask cut to ``[1 x (sum - 575), 0 ...]`` (``uncond_dit_mask``).
+
+``encode_custom_text`` returns the states and the DiT mask; the pooled CLIP-L vector of the prompt (section 4.2)
+is computed separately. The official code only works with a batch of 1 (it concatenates the ``[B, 351]`` mask
+with a ``[1, 575]`` one); batches here are that computation per sample.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hcjax.models.text import templates
+from hcjax.models.text.clip import CLIPVisionConfig, CLIPVisionModel
+from hcjax.models.text.llama import LlamaConfig, LlamaEncoder
+from hcjax.models.text.llava import LlavaProjector, check_merge_inputs, legacy_merge, llava_image_features
+
+LLAVA_SIZE = 336
+IMAGE_TOKENS = 576                      # 24 x 24 CLIP ViT-L/14 patches at 336 px
+SUFFIX = "\nThe %s looks like<image>"
+DEFAULT_NAME = "object"                 # ``item_prompt`` default of hymm_sp's dataset
+UNCOND_NAME = "person"                  # ``text2tokens``' default name, used for the negative prompt
+SKIP_LAYERS = 2                         # hidden_states[-3]
+CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.4082107], np.float32)
+CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
+
+
+class CustomText(NamedTuple):
+    states: np.ndarray   # [B, 256 + N - 1, D] float32 (831 rows for N = 576)
+    mask: np.ndarray     # [B, 256 + N - 1] int32, the DiT mask (dit_text_mask)
+
+
+def image_appended_text(prompt: str, name: str = DEFAULT_NAME, template=templates.VIDEO) -> str:
+    """The templated prompt with ``"\\nThe {name} looks like<image>"`` appended after the closing
+    ``<|eot_id|>``."""
+    return template.format(prompt) + SUFFIX % name
+
+
+def tokenize_custom(tokenizer, prompts: Sequence[str], names: Sequence[str], template=templates.VIDEO
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """``(input_ids, attention_mask)`` int32 ``[B, 256 + crop]`` of the image-appended texts (right padding,
+    truncation: a prompt too long loses its ``<image>`` token, which ``legacy_merge`` reports)."""
+    if len(prompts) != len(names):
+        raise ValueError(f"{len(prompts)} prompts but {len(names)} names")
+    tokens = tokenizer([image_appended_text(p, n, template) for p, n in zip(prompts, names)],
+                       max_length=template.max_length, padding="max_length", truncation=True, return_tensors="np")
+    return tokens["input_ids"].astype(np.int32), tokens["attention_mask"].astype(np.int32)
+
+
+def pad_image(image: np.ndarray, size: int = LLAVA_SIZE) -> np.ndarray:
+    """hymm_sp's ``pad_image(image, (size, size))``: ``uint8 [H, W, 3]`` -> ``uint8 [size, size, 3]``.
+
+    The image is resized so that its longer side is ``size`` (the other ``int(other / longer * size)``,
+    truncated, with the same float expression as the reference, so e.g. 17 x 28 -> 203 x 336), then centred on
+    white (255), the odd pixel of padding going right / bottom; a square image is only resized.
+
+    Resampling: the reference uses ``cv2.resize`` (``INTER_LINEAR``); this uses Pillow ``BILINEAR`` (no OpenCV
+    dependency). Both are half-pixel-centred bilinear when enlarging (cv2 rounds its weights to 11-bit fixed
+    point, so values may differ by about 1 level), but when *shrinking* Pillow widens the filter (antialiased,
+    every source pixel contributes) while cv2 ``INTER_LINEAR`` still interpolates between the 2 nearest source
+    pixels (aliasing). Reference images larger than 336 px therefore give slightly different pixels here.
+    Also: the reference reads files with ``cv2.imread`` (alpha *dropped*, not composited), pass RGB the same way.
+    """
+    from PIL import Image
+
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an RGB uint8 image [H, W, 3], got {image.dtype} {image.shape}")
+    h, w = image.shape[:2]
+    if size / w > size / h:                      # scale_w > scale_h: portrait, height fills
+        resize_h = int(size)
+        resize_w = int(w / h * resize_h)
+    else:
+        resize_w = int(size)
+        resize_h = int(h / w * resize_w)
+    if (resize_h, resize_w) != (h, w):
+        image = np.asarray(Image.fromarray(image).resize((resize_w, resize_h), Image.BILINEAR))
+    top, left = (size - resize_h) // 2, (size - resize_w) // 2
+    out = np.full((size, size, 3), 255, np.uint8)
+    out[top:top + resize_h, left:left + resize_w] = image
+    return out
+
+
+def normalize_clip(image: np.ndarray) -> np.ndarray:
+    """``ToTensor`` + ``Normalize(CLIP mean, std)`` in float32, channels last: ``(x / 255 - mean) / std``."""
+    return (np.asarray(image, np.uint8).astype(np.float32) / np.float32(255.0) - CLIP_MEAN) / CLIP_STD
+
+
+def pad_image_336(image: np.ndarray) -> np.ndarray:
+    """The LLaVA input of an RGB uint8 image: ``pad_image`` to 336 x 336, CLIP-normalised -> float32
+    ``[336, 336, 3]``."""
+    return normalize_clip(pad_image(image, LLAVA_SIZE))
+
+
+def white_image(size: int = LLAVA_SIZE) -> np.ndarray:
+    """The unconditional branch's LLaVA image: all 255 (``np.ones_like(image) * 255``), uint8."""
+    return np.full((size, size, 3), 255, np.uint8)
+
+
+def llava_pixels(images, size: int) -> np.ndarray:
+    """``[B, size, size, 3]`` float32 pixel values: uint8 images (a list or a ``[B, H, W, 3]`` array) are padded
+    and normalised; a float array is taken as already normalised pixels."""
+    if isinstance(images, np.ndarray | jax.Array) and images.ndim == 4 and images.dtype != np.uint8:
+        if images.shape[1:] != (size, size, 3):
+            raise ValueError(f"pixel values must be [B, {size}, {size}, 3], got {images.shape}")
+        return np.asarray(images, np.float32)
+    return np.stack([normalize_clip(pad_image(np.asarray(im), size)) for im in images])
+
+
+def dit_text_mask(tokenizer_mask, num_image_features: int = IMAGE_TOKENS, crop: int = templates.VIDEO.crop
+                  ) -> np.ndarray:
+    """The mask HunyuanCustom hands the DiT: ``concat(tokenizer_mask [B, 351], ones [B, N - 1])[:, crop:]``
+    = ``[1 x n, 0 x (256 - n), 1 x 575]`` -> ``[B, 831]``. It is *not* the merged mask: it is positionally
+    misaligned with the states (image features at ``[n - 1, n + 575)``), see reference 4.3."""
+    mask = np.asarray(tokenizer_mask, np.int32)
+    ones = np.ones((mask.shape[0], num_image_features - 1), np.int32)
+    return np.concatenate([mask, ones], axis=1)[:, crop:]
+
+
+def uncond_dit_mask(mask, num_image_features: int = IMAGE_TOKENS) -> np.ndarray:
+    """The pipeline's rewrite of the unconditional DiT mask: a row with ``sum > 575`` becomes
+    ``[1 x (sum - 575), 0 x rest]`` (the negative text, its suffix and the first white-image feature); other rows
+    are kept. The released code does this to ``prompt_mask[0]`` only (the first row of the ``[uncond, cond]``
+    batch, the whole unconditional half at its batch size 1); here it is applied to every row given."""
+    mask = np.asarray(mask, np.int32)
+    extra = num_image_features - 1
+    out = mask.copy()
+    for i, total in enumerate(mask.sum(axis=1)):
+        if total > extra:
+            out[i] = (np.arange(mask.shape[1]) < total - extra).astype(np.int32)
+    return out
+
+
+@functools.partial(jax.jit, static_argnames=("cfg",))
+def _vision_states(cfg: CLIPVisionConfig, params, pixels):
+    states, _ = CLIPVisionModel(cfg).apply({"params": params}, pixels, stop=cfg.num_layers - 1)
+    return states
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "image_token_id", "pad_token_id", "config_pad_token_id"))
+def _merged_llm(cfg: LlamaConfig, params, ids, mask, features, image_token_id, pad_token_id, config_pad_token_id):
+    token_embeds = jnp.take(params["embed_tokens"]["embedding"], ids, axis=0)
+    embeds, merged_mask, position_ids = legacy_merge(ids, mask, token_embeds, features, image_token_id,
+                                                     pad_token_id, config_pad_token_id)
+    return LlamaEncoder(cfg).apply({"params": params}, None, merged_mask, position_ids=position_ids,
+                                   inputs_embeds=embeds, output_layer=cfg.num_layers - SKIP_LAYERS)
+
+
+def encode_custom_text(llm_cfg: LlamaConfig, llm_params: Any, vision_cfg: CLIPVisionConfig, vision_params: Any,
+                       projector: LlavaProjector, projector_params: Any, tokenizer, prompts: Sequence[str], images,
+                       names: Sequence[str], image_token_id: int, config_pad_token_id: int | None,
+                       template=templates.VIDEO) -> CustomText:
+    """HunyuanCustom's LLaVA encoding of ``prompts`` with subject ``images`` named ``names``.
+
+    ``images``: RGB uint8 images (list or ``[B, H, W, 3]``; ``pad_image`` + CLIP normalisation to the tower's
+    size) or float32 pixel values ``[B, S, S, 3]`` already prepared. ``image_token_id`` / ``config_pad_token_id``:
+    the LLaVA config's ``image_token_index`` / ``pad_token_id`` (see ``legacy_merge`` for what the latter
+    changes). Returns ``CustomText(states [B, 256 + N - 1, D] float32, DiT mask [B, 256 + N - 1] int32)``
+    (``[B, 831, 4096]`` at full size). For the unconditional branch pass the negative prompts, ``white_image()``
+    and ``UNCOND_NAME``, then ``uncond_dit_mask`` on the mask."""
+    ids, mask = tokenize_custom(tokenizer, prompts, names, template)
+    pixels = llava_pixels(images, vision_cfg.image_size)
+    if pixels.shape[0] != ids.shape[0]:
+        raise ValueError(f"{ids.shape[0]} prompts but {pixels.shape[0]} images")
+    states = _vision_states(vision_cfg, vision_params, pixels)
+    features = llava_image_features(states, projector_params, projector, feature_layer=-1)   # = layer -2
+    check_merge_inputs(ids, mask, image_token_id, tokenizer.pad_token_id)   # on concrete ids, before tracing
+    hidden = _merged_llm(llm_cfg, llm_params, ids, mask, features, image_token_id, tokenizer.pad_token_id,
+                         config_pad_token_id)
+    return CustomText(np.asarray(hidden[:, template.crop:], np.float32),
+                      dit_text_mask(mask, features.shape[1], template.crop))
