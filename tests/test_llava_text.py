@@ -307,3 +307,16 @@ def test_states_match_transformers(setup, config_pad):
     # (pad-token inputs, positions 0..L-1), differ there
     assert rel_l2(got.states[~valid], other_rule[~valid]) > 1e-2
     assert rel_l2(got.states[~valid], out.hidden_states[-3][:, CROP:].numpy()[~valid]) > 1e-2
+
+
+def test_full_size_shapes():
+    """llava-llama-3-8b sizes, abstractly: 351 tokens + 576 features -> 926 positions, cropped to 831."""
+    from hcjax.convert.llama import abstract_llama_params
+
+    cfg = LlamaConfig()
+    ids = jax.ShapeDtypeStruct((1, MAXLEN), np.int32)
+    feats = jax.ShapeDtypeStruct((1, ct.IMAGE_TOKENS, cfg.hidden_size), np.float16)
+    hidden = jax.eval_shape(lambda p, i, m, f: ct._merged_llm(cfg, p, i, m, f, 128257, 128258, 128258),
+                            abstract_llama_params(cfg), ids, ids, feats)
+    chex.assert_shape(hidden, (1, 926, 4096))
+    chex.assert_shape(ct.dit_text_mask(np.ones((1, MAXLEN))), (1, 831))
