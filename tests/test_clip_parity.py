@@ -11,8 +11,8 @@ import transformers
 
 from hcjax.convert import CheckpointMismatch
 from hcjax.convert.clip import clip_plan, clip_text_from_torch, clip_vision_from_torch, llava_projector_from_torch
-from hcjax.models.text.clip import (CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModel,
-                                    clip_abstract_params, clip_boxed_abstract_params)
+from hcjax.models.params import abstract_params, boxed_abstract_params
+from hcjax.models.text.clip import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModel
 from hcjax.models.text.llava import LlavaProjector, llava_image_features
 from hcjax.parallel.rules import PARAM_AXES
 
@@ -160,7 +160,7 @@ def _count(tree) -> int:
 
 
 def _assert_logical_axes(cfg):
-    boxed = clip_boxed_abstract_params(cfg)
+    boxed = boxed_abstract_params(cfg)
     shapes = jax.tree.leaves(nn.meta.unbox(boxed))
     specs = jax.tree.leaves(nn.get_partition_spec(boxed), is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
     assert len(specs) == len(shapes)
@@ -181,7 +181,7 @@ def test_full_size_text_shapes():
     cfg = CLIPTextConfig()
     with torch.device("meta"):
         ref = transformers.CLIPTextModel(hf_text_config(cfg))
-    targets = clip_abstract_params(cfg)
+    targets = abstract_params(cfg)
     assert _count(targets) == _numel(ref) == 123_060_480
     sd = ref.state_dict()
     _assert_one_to_one(sd, targets, "", clip_text_from_torch(sd, cfg, shapes_only=True))
@@ -198,7 +198,7 @@ def test_full_size_vision_shapes():
         ref = transformers.CLIPVisionModel(hf_vision_config(cfg))
         projector_ref = transformers.models.llava.modeling_llava.LlavaMultiModalProjector(
             transformers.LlavaConfig(vision_config=hf_vision_config(cfg), text_config=transformers.LlamaConfig()))
-    targets = clip_abstract_params(cfg)
+    targets = abstract_params(cfg)
     assert _count(targets) == _numel(ref) == 303_507_456
     sd = ref.state_dict()
     _assert_one_to_one(sd, targets, "", clip_vision_from_torch(sd, cfg, shapes_only=True))
@@ -209,7 +209,7 @@ def test_full_size_vision_shapes():
     _assert_one_to_one(llava, targets, "vision_tower.vision_model.",
                        clip_vision_from_torch(llava, cfg, shapes_only=True))
     projector = LlavaProjector()
-    ptargets = clip_abstract_params(projector)
+    ptargets = abstract_params(projector)
     assert _count(ptargets) == _numel(projector_ref)
     _assert_one_to_one(llava, ptargets, "multi_modal_projector.",
                        llava_projector_from_torch(llava, projector, shapes_only=True))

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from hcjax.convert import CheckpointMismatch
-from hcjax.convert.llama import abstract_llama_params, llama_from_torch
-from hcjax.models import count_params
+from hcjax.convert.llama import llama_from_torch
+from hcjax.models import abstract_params, count_params
 from hcjax.models.text.llama import LlamaConfig, LlamaEncoder
 from tests.torch_reference import rel_l2
 
@@ -57,7 +57,7 @@ def test_full_size_count_and_keys():
     with torch.device("meta"):
         ref = transformers.LlamaModel(_hf_config(LlamaConfig()))
     n_ref = sum(p.numel() for p in ref.parameters())
-    assert count_params(abstract_llama_params(LlamaConfig())) == n_ref
+    assert count_params(abstract_params(LlamaConfig())) == n_ref
     shapes = llama_from_torch(ref.state_dict(), LlamaConfig(), shapes_only=True)
     assert count_params(shapes) == n_ref
 

@@ -311,12 +311,12 @@ def test_states_match_transformers(setup, config_pad):
 
 def test_full_size_shapes():
     """llava-llama-3-8b sizes, abstractly: 351 tokens + 576 features -> 926 positions, cropped to 831."""
-    from hcjax.convert.llama import abstract_llama_params
+    from hcjax.models import abstract_params
 
     cfg = LlamaConfig()
     ids = jax.ShapeDtypeStruct((1, MAXLEN), np.int32)
     feats = jax.ShapeDtypeStruct((1, ct.IMAGE_TOKENS, cfg.hidden_size), np.float16)
     hidden = jax.eval_shape(lambda p, i, m, f: ct._merged_llm(cfg, p, i, m, f, 128257, 128258, 128258),
-                            abstract_llama_params(cfg), ids, ids, feats)
+                            abstract_params(cfg), ids, ids, feats)
     chex.assert_shape(hidden, (1, 926, 4096))
     chex.assert_shape(ct.dit_text_mask(np.ones((1, MAXLEN))), (1, 831))

@@ -12,9 +12,8 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoder as Torch
 
 from hcjax.convert import CheckpointMismatch
 from hcjax.convert.whisper import whisper_encoder_from_torch
-from hcjax.models.audio import (WHISPER_LARGE_V3, WHISPER_TINY, WhisperEncoder, WhisperEncoderConfig,
-                                whisper_abstract_params, whisper_logical_axes)
-from hcjax.models.params import count_params
+from hcjax.models.audio import WHISPER_LARGE_V3, WHISPER_TINY, WhisperEncoder, WhisperEncoderConfig
+from hcjax.models.params import abstract_params, count_params, logical_axes
 from hcjax.parallel.rules import PARAM_AXES
 
 TOL = 1e-5
@@ -157,9 +156,9 @@ def test_non_decoder_extras_are_not_ignored(cfg, ref):
 
 
 def test_logical_axes_are_documented():
-    specs = jax.tree.leaves(whisper_logical_axes(WHISPER_TINY),
+    specs = jax.tree.leaves(logical_axes(WHISPER_TINY),
                             is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
-    shapes = jax.tree.leaves(whisper_abstract_params(WHISPER_TINY))
+    shapes = jax.tree.leaves(abstract_params(WHISPER_TINY))
     assert len(specs) == len(shapes)
     for spec, shape in zip(specs, shapes):
         assert len(spec) == len(shape.shape), (spec, shape)
@@ -172,7 +171,7 @@ def test_full_size_param_count_and_shapes_only_conversion(cfg_full):
         encoder = TorchWhisperEncoder(hf_config(cfg_full, vocab_size=51865))
     sd = encoder.state_dict()
     torch_count = sum(p.numel() for p in sd.values())
-    abstract = whisper_abstract_params(cfg_full)
+    abstract = abstract_params(cfg_full)
     assert count_params(abstract) == torch_count
     converted = whisper_encoder_from_torch(sd, cfg_full, shapes_only=True)
     assert jax.tree.map(lambda x: x.shape, converted) == jax.tree.map(lambda x: x.shape, abstract)

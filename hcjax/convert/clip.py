@@ -26,7 +26,8 @@ from typing import Any, Mapping, Sequence
 
 from hcjax.configs import resolve_dtype
 from hcjax.convert.rules import Path, Rule, apply_plan, flatten
-from hcjax.models.text.clip import CLIPTextConfig, CLIPVisionConfig, clip_abstract_params
+from hcjax.models.params import abstract_params
+from hcjax.models.text.clip import CLIPTextConfig, CLIPVisionConfig
 from hcjax.models.text.llava import LlavaProjector
 
 TEXT_PREFIXES = ("", "text_model.")
@@ -97,7 +98,7 @@ def clip_text_from_torch(state_dict: Mapping[str, Any], cfg: CLIPTextConfig, sha
                          prefix: str | None = None) -> dict:
     """hcjax params of ``CLIPTextModel(cfg)`` from a ``transformers`` ``CLIPTextModel`` / ``CLIPModel`` state
     dict (numpy arrays or torch tensors). ``prefix``: the key prefix of the text model (detected if None)."""
-    return _convert(state_dict, clip_abstract_params(cfg), resolve_dtype(cfg.param_dtype), shapes_only, prefix,
+    return _convert(state_dict, abstract_params(cfg), resolve_dtype(cfg.param_dtype), shapes_only, prefix,
                     "text", TEXT_PREFIXES, "CLIP text model")
 
 
@@ -105,7 +106,7 @@ def clip_vision_from_torch(state_dict: Mapping[str, Any], cfg: CLIPVisionConfig,
                            prefix: str | None = None) -> dict:
     """hcjax params of ``CLIPVisionModel(cfg)`` from a ``CLIPVisionModel``, ``CLIPModel`` or LLaVA state dict
     (the vision tower). ``prefix``: the key prefix of the vision model (detected if None)."""
-    return _convert(state_dict, clip_abstract_params(cfg), resolve_dtype(cfg.param_dtype), shapes_only, prefix,
+    return _convert(state_dict, abstract_params(cfg), resolve_dtype(cfg.param_dtype), shapes_only, prefix,
                     "vision", VISION_PREFIXES, "CLIP vision model")
 
 
@@ -114,5 +115,5 @@ def llava_projector_from_torch(state_dict: Mapping[str, Any], projector: LlavaPr
     """hcjax params of ``projector`` (default: llava-llama-3-8b-v1_1's, 1024 -> 4096) from a LLaVA state dict
     or the projector's own. ``prefix``: the key prefix of the projector (detected if None)."""
     projector = LlavaProjector() if projector is None else projector
-    return _convert(state_dict, clip_abstract_params(projector), resolve_dtype(projector.param_dtype),
+    return _convert(state_dict, abstract_params(projector), resolve_dtype(projector.param_dtype),
                     shapes_only, prefix, "projector", PROJECTOR_PREFIXES, "LLaVA multi_modal_projector")

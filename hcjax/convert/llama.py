@@ -13,20 +13,12 @@ import re
 from typing import Any, Mapping
 
 from hcjax.convert.rules import Path, Rule, apply_plan, flatten
-from hcjax.models.text.llama import LlamaConfig, LlamaEncoder
+from hcjax.models.params import abstract_params
+from hcjax.models.text.llama import LlamaConfig
 
 PREFIXES = ("", "model.", "model.language_model.", "language_model.model.")
 OTHER_PARTS = ("lm_head.", "language_model.lm_head.", "vision_tower.", "model.vision_tower.",
                "multi_modal_projector.", "model.multi_modal_projector.")
-
-
-def abstract_llama_params(cfg: LlamaConfig) -> dict:
-    import flax.linen as nn
-    import jax
-    import numpy as np
-
-    ids = np.zeros((1, 2), np.int32)
-    return nn.meta.unbox(jax.eval_shape(LlamaEncoder(cfg).init, jax.random.key(0), ids, ids + 1)["params"])
 
 
 def _hf_key(path: Path, layer: int | None) -> str:
@@ -63,6 +55,6 @@ def llama_from_torch(state_dict: Mapping[str, Any], cfg: LlamaConfig, shapes_onl
     inv_freq = re.compile(r".*rotary_emb\.inv_freq$")
     own = {k: v for k, v in state_dict.items()
            if not (k.startswith(OTHER_PARTS) and not k.startswith(prefix + "layers.")) and not inv_freq.match(k)}
-    targets = abstract_llama_params(cfg)
+    targets = abstract_params(cfg)
     return apply_plan(llama_plan(targets, cfg.num_layers, prefix), own, targets, resolve_dtype(cfg.param_dtype),
                       shapes_only, context=" (Llama text encoder)")

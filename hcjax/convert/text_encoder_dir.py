@@ -12,9 +12,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from hcjax.convert.llama import abstract_llama_params
 from hcjax.convert.model_dir import ModelDirError, _checkpointer, _differences, read_model_info
-from hcjax.models.text.clip import CLIPTextConfig, clip_abstract_params
+from hcjax.models.params import abstract_params
+from hcjax.models.text.clip import CLIPTextConfig
 from hcjax.models.text.llama import LlamaConfig
 
 FOLDER = "text_encoders"
@@ -47,8 +47,8 @@ def save_text_encoders(model_dir: str | os.PathLike, llm_cfg: LlamaConfig, llm_p
         problems.append(f"the LLM's hidden size {llm_cfg.hidden_size} is not the DiT's text_dim {dit.text_dim}")
     if clip_cfg.hidden_size != dit.pooled_dim:
         problems.append(f"CLIP's hidden size {clip_cfg.hidden_size} is not the DiT's pooled_dim {dit.pooled_dim}")
-    for name, tree, want in (("llm", llm_params, abstract_llama_params(llm_cfg)), ("clip", clip_params,
-                                                                           clip_abstract_params(clip_cfg))):
+    for name, tree, want in (("llm", llm_params, abstract_params(llm_cfg)), ("clip", clip_params,
+                                                                           abstract_params(clip_cfg))):
         problems += [f"{name} {p}" for p in _differences(tree, want)]
     if problems:
         raise ModelDirError(f"{model_dir}: text encoders do not fit preset {preset!r}: " + "; ".join(problems))
@@ -80,7 +80,7 @@ def load_text_encoders(model_dir: str | os.PathLike):
     llm_cfg, clip_cfg = read_text_encoder_configs(model_dir)
     params = {}
     with _checkpointer() as ckptr:
-        for name, target in (("llm", abstract_llama_params(llm_cfg)), ("clip", clip_abstract_params(clip_cfg))):
+        for name, target in (("llm", abstract_params(llm_cfg)), ("clip", abstract_params(clip_cfg))):
             try:
                 stored = ckptr.metadata(root / name).item_metadata.tree
             except Exception as e:  # Orbax raises many kinds of errors on a damaged checkpoint

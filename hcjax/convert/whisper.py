@@ -17,7 +17,8 @@ from typing import Any, Mapping
 
 from hcjax.configs import resolve_dtype
 from hcjax.convert.rules import Path, Rule, apply_plan, flatten
-from hcjax.models.audio.whisper import WhisperEncoderConfig, abstract_params
+from hcjax.models.audio.whisper import WhisperEncoderConfig
+from hcjax.models.params import abstract_params
 
 # (prefix of the encoder keys, prefixes of the decoder-side keys dropped), tried in this order.
 LAYOUTS = (

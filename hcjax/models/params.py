@@ -1,4 +1,7 @@
-"""Parameter trees without running a model: shapes, logical axis names, counts, random init."""
+"""Parameter trees without running a model: shapes, logical axis names, counts, random init.
+
+Every model of hcjax is covered by its config (the DiT, the VAE, the text / vision / audio encoders and the
+LLaVA projector, which is its own config); the functions here take any of them."""
 
 from __future__ import annotations
 
@@ -25,18 +28,37 @@ def example_inputs(cfg: DiTConfig, batch: int = 1, latent_shape: tuple[int, int,
     return latents, timestep, text, mask, pooled, guidance
 
 
-def _model_and_inputs(cfg):
+def _model_and_inputs(cfg) -> tuple[nn.Module, tuple, dict]:
+    """``(model, smallest init inputs, init keywords)`` for a config (encoders imported lazily)."""
+    from hcjax.models.audio.whisper import WhisperEncoder, WhisperEncoderConfig, example_features
+    from hcjax.models.text.clip import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModel
+    from hcjax.models.text.llama import LlamaConfig, LlamaEncoder
+    from hcjax.models.text.llava import LlavaProjector
+
+    ids = jnp.zeros((1, 2), jnp.int32)
     if isinstance(cfg, DiTConfig):
-        return HunyuanVideoDiT(cfg), example_inputs(cfg)
+        return HunyuanVideoDiT(cfg), example_inputs(cfg), {}
     if isinstance(cfg, VAEConfig):
-        return CausalVAE(cfg), (example_video(cfg),)
-    raise TypeError(f"expected a DiTConfig or VAEConfig, got {type(cfg).__name__}")
+        return CausalVAE(cfg), (example_video(cfg),), {}
+    if isinstance(cfg, LlamaConfig):
+        return LlamaEncoder(cfg), (ids, ids + 1), {}
+    if isinstance(cfg, CLIPTextConfig):
+        return CLIPTextModel(cfg), (ids,), {}
+    if isinstance(cfg, CLIPVisionConfig):
+        image = jnp.zeros((1, cfg.image_size, cfg.image_size, cfg.num_channels), jnp.float32)
+        return CLIPVisionModel(cfg), (image,), {}
+    if isinstance(cfg, LlavaProjector):
+        return cfg, (jnp.zeros((1, 1, cfg.vision_hidden), jnp.float32),), {}
+    if isinstance(cfg, WhisperEncoderConfig):
+        return WhisperEncoder(cfg), (example_features(cfg),), {"output_hidden_states": False}
+    raise TypeError(f"no model for a {type(cfg).__name__}; expected the config of a DiT, VAE, Llama, CLIP text / "
+                    "vision, Whisper encoder, or a LlavaProjector")
 
 
 def boxed_abstract_params(cfg) -> dict:
     """``jax.eval_shape`` of ``init``: params boxed with their logical axis names, no memory used."""
-    model, inputs = _model_and_inputs(cfg)
-    return jax.eval_shape(model.init, jax.random.key(0), *inputs)["params"]
+    model, inputs, kwargs = _model_and_inputs(cfg)
+    return jax.eval_shape(lambda key: model.init(key, *inputs, **kwargs), jax.random.key(0))["params"]
 
 
 def abstract_params(cfg) -> dict:
@@ -55,9 +77,9 @@ def count_params(tree) -> int:
 
 def init_params(cfg, rng: jax.Array | int = 0) -> dict:
     """Freshly initialised params (the reference's initialisers), unboxed."""
-    model, inputs = _model_and_inputs(cfg)
+    model, inputs, kwargs = _model_and_inputs(cfg)
     rng = jax.random.key(rng) if isinstance(rng, int) else rng
-    return nn.meta.unbox(jax.jit(model.init)(rng, *inputs)["params"])
+    return nn.meta.unbox(jax.jit(lambda key: model.init(key, *inputs, **kwargs))(rng)["params"])
 
 
 def random_params(cfg, seed: int = 0, scale: float = 0.05) -> dict:

@@ -30,13 +30,13 @@ from hcjax.models.text import templates
 from hcjax.models.text.clip import CLIPVisionConfig, CLIPVisionModel
 from hcjax.models.text.llama import LlamaConfig, LlamaEncoder
 from hcjax.models.text.llava import LlavaProjector, check_merge_inputs, legacy_merge, llava_image_features
+from hcjax.pipelines.text_encoding import SKIP_LAYERS
 
 LLAVA_SIZE = 336
 IMAGE_TOKENS = 576                      # 24 x 24 CLIP ViT-L/14 patches at 336 px
 SUFFIX = "\nThe %s looks like<image>"
 DEFAULT_NAME = "object"                 # ``item_prompt`` default of hymm_sp's dataset
 UNCOND_NAME = "person"                  # ``text2tokens``' default name, used for the negative prompt
-SKIP_LAYERS = 2                         # hidden_states[-3]
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.4082107], np.float32)
 CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
 

@@ -264,27 +264,3 @@ class WhisperEncoder(nn.Module):
 def example_features(cfg: WhisperEncoderConfig, batch: int = 1) -> jax.Array:
     """Zero log-mel features of the one accepted shape, for init and shape tracing."""
     return jnp.zeros((batch, cfg.num_frames, cfg.num_mel_bins), jnp.float32)
-
-
-def boxed_abstract_params(cfg: WhisperEncoderConfig) -> dict:
-    """``jax.eval_shape`` of ``init``: params boxed with their logical axis names, no memory used."""
-    model = WhisperEncoder(cfg)
-    return jax.eval_shape(lambda key: model.init(key, example_features(cfg), output_hidden_states=False),
-                          jax.random.key(0))["params"]
-
-
-def abstract_params(cfg: WhisperEncoderConfig) -> dict:
-    """Pytree of ``jax.ShapeDtypeStruct`` of every param of ``WhisperEncoder(cfg)``."""
-    return nn.meta.unbox(boxed_abstract_params(cfg))
-
-
-def logical_axes(cfg: WhisperEncoderConfig) -> dict:
-    """Pytree of ``PartitionSpec`` of logical axis names, one per param."""
-    return nn.get_partition_spec(boxed_abstract_params(cfg))
-
-
-def init_params(cfg: WhisperEncoderConfig, rng: jax.Array | int = 0) -> dict:
-    """Freshly initialised params (torch's default initialisers, sinusoidal positions), unboxed."""
-    rng = jax.random.key(rng) if isinstance(rng, int) else rng
-    init = jax.jit(lambda key: WhisperEncoder(cfg).init(key, example_features(cfg), output_hidden_states=False))
-    return nn.meta.unbox(init(rng)["params"])

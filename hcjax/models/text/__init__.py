@@ -2,11 +2,9 @@
 MLLM prompt templates."""
 
 from hcjax.models.text import templates
-from hcjax.models.text.clip import (CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModel,
-                                    clip_abstract_params, clip_init_params, clip_logical_axes)
+from hcjax.models.text.clip import CLIPTextConfig, CLIPTextModel, CLIPVisionConfig, CLIPVisionModel
 from hcjax.models.text.llama import LlamaConfig, LlamaEncoder
 from hcjax.models.text.llava import LlavaProjector, llava_image_features, select_image_features
 
 __all__ = ["CLIPTextConfig", "CLIPTextModel", "CLIPVisionConfig", "CLIPVisionModel", "LlamaConfig", "LlamaEncoder",
-           "LlavaProjector", "clip_abstract_params", "clip_init_params", "clip_logical_axes", "llava_image_features",
-           "select_image_features", "templates"]
+           "LlavaProjector", "llava_image_features", "select_image_features", "templates"]
