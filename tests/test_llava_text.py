@@ -32,10 +32,13 @@ CROP, MAXLEN = templates.VIDEO.crop, templates.VIDEO.max_length
 LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
                 r"\s*[\r\n]+|\s+(?!\S)|\s+")
 SPECIAL = ["<pad>", "<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<image>",
-           "<unk>"]
+           "<unk>", "<SEP>"]          # <SEP>: the paper's separator, a special token added for fine-tuning
 PAD, BOS, IMAGE = 0, 1, 5
 PROMPTS = ["A dog runs on the grass, chasing a red ball.", "A man walks."]
 NAMES = ["dog", "red panda"]
+TWO_NAMES = [("dog", "red panda"), ("man", "person")]       # two subjects per prompt
+EMBEDDED = [("dog", "ball"), ("man", "walks")]
+SEP = "<SEP>"
 
 
 def _tokenizer(texts):
@@ -66,8 +69,9 @@ def _perturbed(model, seed):
 
 @pytest.fixture(scope="module")
 def setup():
-    texts = [templates.VIDEO.text, templates.DEFAULT_NEGATIVE] + PROMPTS + [ct.SUFFIX % n for n in
-                                                                          NAMES + [ct.UNCOND_NAME, "man"]]
+    texts = ([templates.VIDEO.text, templates.DEFAULT_NEGATIVE] + PROMPTS
+             + [ct.SUFFIX % n for n in NAMES + [ct.UNCOND_NAME, "man"]]
+             + ct.custom_texts(PROMPTS, EMBEDDED, style="embedded"))
     tok = _tokenizer(texts)
     torch.manual_seed(0)
     text = transformers.LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=4,
@@ -130,6 +134,73 @@ def test_image_appended_text_and_tokens(setup):
     with pytest.raises(ValueError, match="image token"):
         ct.encode_custom_text(llm_cfg, llm_params, vision_cfg, vision_params, projector, pparams, tok,
                               [" ".join(["grass"] * 300)], [ct.white_image(28)], ["dog"], IMAGE, PAD)
+
+
+def _expected_ids(tok, pieces):
+    """Token ids of a text given as parts: a str is tokenised alone (no BOS), an int is a token id."""
+    out = []
+    for piece in pieces:
+        out += [piece] if isinstance(piece, int) else tok(piece, add_special_tokens=False).input_ids
+    return out
+
+
+def test_two_subjects_tokens_and_masks(setup):
+    """The image-appended template with two subjects (paper rule): token ids, crop and DiT masks, against the
+    parts tokenised separately."""
+    tok = setup[0]
+    eot = tok.convert_tokens_to_ids("<|eot_id|>")
+    assert ct.image_appended_text("a cat", ("cat", "hat")) == (templates.VIDEO.text.format("a cat")
+                                                                + "\nThe cat looks like<image>\nThe hat looks like<image>")
+    ids, mask = ct.tokenize_custom(tok, PROMPTS, TWO_NAMES)
+    chex.assert_shape([ids, mask], (2, MAXLEN))
+    prefix = tok(templates.VIDEO.text.split("{}")[0]).input_ids
+    assert len(prefix) == CROP
+    for i, (prompt, (a, b)) in enumerate(zip(PROMPTS, TWO_NAMES)):
+        parts = prefix + _expected_ids(tok, [prompt, eot, f"\nThe {a} looks like", IMAGE, f"\nThe {b} looks like",
+                                             IMAGE])
+        assert tok.unk_token_id not in parts
+        np.testing.assert_array_equal(ids[i], np.pad(parts, (0, MAXLEN - len(parts)), constant_values=PAD))
+        np.testing.assert_array_equal(mask[i], np.arange(MAXLEN) < len(parts))
+        assert len(np.flatnonzero(ids[i] == IMAGE)) == 2 and ids[i, len(parts) - 1] == IMAGE
+        n = len(parts) - CROP
+        dit = ct.dit_text_mask(mask[i:i + 1], N, num_images=2)[0]
+        np.testing.assert_array_equal(dit, np.concatenate([np.ones(n), np.zeros(256 - n), np.ones(2 * (N - 1))]))
+        np.testing.assert_array_equal(ct.uncond_dit_mask(dit[None], N, num_images=2)[0],
+                                      np.arange(256 + 2 * (N - 1)) < n)
+    # images and names must pair up, in every sample alike
+    enc = setup[2]
+    with pytest.raises(ValueError, match="exactly 1 image token"):
+        ct.encode_custom_text(*enc, tok, PROMPTS, _pixels(2), TWO_NAMES, IMAGE, PAD)
+    with pytest.raises(ValueError, match="same number of subject images"):
+        ct.encode_custom_text(*enc, tok, PROMPTS, [_pixels(2), _pixels(3)[:1]], TWO_NAMES, IMAGE, PAD)
+
+
+def test_image_embedded_template_and_separator(setup):
+    tok = setup[0]
+    assert ct.image_embedded_text("A man is playing guitar", "man") == templates.VIDEO.format(
+        "A <image> is playing guitar")
+    # whole words only, first occurrence, subjects in turn
+    assert ct.image_embedded_text("a woman and a man, the man", ["man", "woman"], templates.IMAGE) == \
+        templates.IMAGE.format("a <image> and a <image>, the man")
+    with pytest.raises(ValueError, match="subject word 'cat'"):
+        ct.image_embedded_text("A dog.", "cat")
+    with pytest.raises(ValueError, match="image-appended template only"):
+        ct.custom_texts(PROMPTS, NAMES, style="embedded", separator=SEP)
+    with pytest.raises(ValueError, match="unknown template style"):
+        ct.custom_texts(PROMPTS, NAMES, style="inline")
+    ids, mask = ct.tokenize_custom(tok, PROMPTS, EMBEDDED, style="embedded")
+    prefix = tok(templates.VIDEO.text.split("{}")[0]).input_ids
+    eot = tok.convert_tokens_to_ids("<|eot_id|>")
+    want0 = prefix + _expected_ids(tok, ["A ", IMAGE, " runs on the grass, chasing a red ", IMAGE, ".", eot])
+    np.testing.assert_array_equal(ids[0, :len(want0)], want0)
+    assert mask[0].sum() == len(want0) and (ids[:, CROP:] == IMAGE).sum(axis=1).tolist() == [2, 2]
+    # the separator sits between the closing <|eot_id|> and the identity prompt
+    sep_ids, _ = ct.tokenize_custom(tok, PROMPTS[:1], ["dog"], separator=SEP)
+    plain, _ = ct.tokenize_custom(tok, PROMPTS[:1], ["dog"])
+    k = int(np.flatnonzero(plain[0] == eot)[-1]) + 1
+    np.testing.assert_array_equal(sep_ids[0, :k], plain[0, :k])
+    assert sep_ids[0, k] == tok.convert_tokens_to_ids(SEP)
+    np.testing.assert_array_equal(sep_ids[0, k + 1:], plain[0, k:-1])
 
 
 def test_dit_masks_by_hand():
@@ -221,27 +292,35 @@ def _merge_4412(image_features, inputs_embeds, input_ids, attention_mask, image_
 
 
 @pytest.mark.parametrize("config_pad", [PAD, None, 7])
-def test_legacy_merge_is_the_4412_merge(config_pad):
+@pytest.mark.parametrize("images_per_sample", [1, 2])
+def test_legacy_merge_is_the_4412_merge(config_pad, images_per_sample):
     rng = np.random.default_rng(1)
-    length, n, d = 12, 5, 6
+    length, n, d, m = 12, 5, 6, images_per_sample
     ids = rng.integers(8, 30, (3, length))
     mask = np.zeros((3, length), np.int64)
-    for i, (valid, image_at) in enumerate([(9, 8), (4, 2), (12, 0)]):      # one sample unpadded
+    image_at = [(8, 5), (2, 3), (0, 11)] if m == 2 else [(8,), (2,), (0,)]
+    for i, (valid, at) in enumerate(zip([9, 4, 12], image_at)):      # one sample unpadded
         mask[i, :valid] = 1
         ids[i, valid:] = PAD
-        ids[i, image_at] = IMAGE
+        ids[i, list(at)] = IMAGE
     ids[0, 3] = 7          # a valid token equal to a config pad id: zeroed too (config_pad = 7)
     embeds = rng.standard_normal((3, length, d)).astype(np.float32)
-    feats = rng.standard_normal((3, n, d)).astype(np.float32)
-    want = _merge_4412(torch.from_numpy(feats), torch.from_numpy(embeds), torch.from_numpy(ids),
+    feats = rng.standard_normal((3, m, n, d)).astype(np.float32)
+    want = _merge_4412(torch.from_numpy(feats.reshape(3 * m, n, d)), torch.from_numpy(embeds), torch.from_numpy(ids),
                        torch.from_numpy(mask), IMAGE, -1 if config_pad is None else config_pad)
-    got = jax.jit(legacy_merge, static_argnums=(4, 5, 6))(ids, mask, embeds, feats, IMAGE, PAD, config_pad)
-    chex.assert_shape(got[0], (3, length + n - 1, d))
-    chex.assert_shape(got[1:], (3, length + n - 1))
+    got = jax.jit(legacy_merge, static_argnums=(4, 5, 6))(ids, mask, embeds, feats if m > 1 else feats[:, 0], IMAGE,
+                                                          PAD, config_pad)
+    merged = length + m * (n - 1)
+    chex.assert_shape(got[0], (3, merged, d))
+    chex.assert_shape(got[1:], (3, merged))
     for g, w in zip(got, want):
         np.testing.assert_array_equal(np.asarray(g), w.numpy())
-    assert (np.asarray(got[0])[1, 4 + n - 1:] == 0).all() == (config_pad == PAD)
-    with pytest.raises(ValueError, match="exactly one image token"):
+    # by hand: sample 1 (image tokens at 2 (and 3)), features in token order, text shifted by m (n - 1)
+    np.testing.assert_array_equal(np.asarray(got[0])[1, 2:2 + m * n], feats[1].reshape(m * n, d))
+    np.testing.assert_array_equal(np.asarray(got[0])[1, :2], embeds[1, :2])
+    np.testing.assert_array_equal(np.asarray(got[0])[0, 8 + m * (n - 1)], feats[0, -1, -1])   # the last feature
+    assert (np.asarray(got[0])[1, 4 + m * (n - 1):] == 0).all() == (config_pad == PAD)
+    with pytest.raises(ValueError, match=f"exactly {m} image token"):
         legacy_merge(np.where(ids == IMAGE, 9, ids), mask, embeds, feats, IMAGE, PAD, config_pad)
     with pytest.raises(ValueError, match="tokenizer pad id"):
         legacy_merge(ids, mask, embeds, feats, IMAGE, 3, config_pad)
@@ -255,22 +334,26 @@ def _pixels(seed):
     return [rng.integers(0, 256, (40, 23, 3), dtype=np.uint8), rng.integers(0, 256, (19, 31, 3), dtype=np.uint8)]
 
 
-@pytest.mark.parametrize("config_pad", [PAD, None])
-def test_states_match_transformers(setup, config_pad):
+@pytest.mark.parametrize("config_pad, subjects", [(PAD, 1), (None, 1), (PAD, 2)])
+def test_states_match_transformers(setup, config_pad, subjects):
     tok, llava, (llm_cfg, llm_params, vision_cfg, vision_params, projector, pparams) = setup
-    images = _pixels(2)
+    names = NAMES if subjects == 1 else TWO_NAMES
+    images = _pixels(2) if subjects == 1 else list(zip(_pixels(2), _pixels(3)))
     got = ct.encode_custom_text(llm_cfg, llm_params, vision_cfg, vision_params, projector, pparams, tok, PROMPTS,
-                                images, NAMES, IMAGE, config_pad)
-    chex.assert_shape(got.states, (2, 256 + N - 1, 32))
-    chex.assert_shape(got.mask, (2, 256 + N - 1))
-    ids, mask = ct.tokenize_custom(tok, PROMPTS, NAMES)
-    np.testing.assert_array_equal(got.mask, ct.dit_text_mask(mask, N))
+                                images, names, IMAGE, config_pad)
+    rows = 256 + subjects * (N - 1)
+    chex.assert_shape(got.states, (2, rows, 32))
+    chex.assert_shape(got.mask, (2, rows))
+    ids, mask = ct.tokenize_custom(tok, PROMPTS, names)
+    np.testing.assert_array_equal(got.mask, ct.dit_text_mask(mask, N, num_images=subjects))
 
-    # transformers 5.23 on the *expanded* input: N image tokens where <image> is, mask expanded alike
-    pos = [int(np.flatnonzero(r == IMAGE)[0]) for r in ids]
-    exp_ids = np.stack([np.concatenate([r[:p], np.full(N, IMAGE), r[p + 1:]]) for r, p in zip(ids, pos)])
-    exp_mask = np.stack([np.concatenate([m[:p], np.ones(N, np.int64), m[p + 1:]]) for m, p in zip(mask, pos)])
-    pixels = torch.from_numpy(np.stack([ct.normalize_clip(ct.pad_image(im, 28)) for im in images])).permute(0, 3, 1, 2)
+    # transformers 5.23 on the *expanded* input: N image tokens where each <image> is, mask expanded alike
+    exp_ids = np.stack([np.concatenate([[x] * (N if x == IMAGE else 1) for x in r]) for r in ids])
+    exp_mask = np.stack([np.concatenate([[v] * (N if x == IMAGE else 1) for x, v in zip(r, m)])
+                         for r, m in zip(ids, mask)])
+    flat_images = [im for group in images for im in (group if subjects > 1 else [group])]
+    pixels = torch.from_numpy(np.stack([ct.normalize_clip(ct.pad_image(im, 28)) for im in flat_images]))
+    pixels = pixels.permute(0, 3, 1, 2)
     with torch.no_grad():
         out = llava(input_ids=torch.from_numpy(exp_ids).long(), attention_mask=torch.from_numpy(exp_mask),
                     pixel_values=pixels, output_hidden_states=True)
@@ -300,7 +383,8 @@ def test_states_match_transformers(setup, config_pad):
         want, other_rule = by_hand(zeroed), by_hand(not zeroed)
     err_pads = rel_l2(got.states[~valid], want[~valid])
     err_all = rel_l2(got.states, want)
-    print(f"config pad {config_pad}: valid {err_valid:.2e}, pads {err_pads:.2e}, all {err_all:.2e}")
+    print(f"config pad {config_pad}, {subjects} subject(s): valid {err_valid:.2e}, pads {err_pads:.2e}, "
+          f"all {err_all:.2e}")
     assert max(err_valid, err_pads, err_all) < TOL
     np.testing.assert_allclose(want[valid], want_valid[valid], rtol=1e-4, atol=1e-5)
     # the pad states depend on the legacy quirks: the other pad rule, or transformers 5's run of the expanded input
@@ -315,7 +399,7 @@ def test_full_size_shapes():
 
     cfg = LlamaConfig()
     ids = jax.ShapeDtypeStruct((1, MAXLEN), np.int32)
-    feats = jax.ShapeDtypeStruct((1, ct.IMAGE_TOKENS, cfg.hidden_size), np.float16)
+    feats = jax.ShapeDtypeStruct((1, ct.IMAGE_FEATURES, cfg.hidden_size), np.float16)
     hidden = jax.eval_shape(lambda p, i, m, f: ct._merged_llm(cfg, p, i, m, f, 128257, 128258, 128258),
                             abstract_params(cfg), ids, ids, feats)
     chex.assert_shape(hidden, (1, 926, 4096))

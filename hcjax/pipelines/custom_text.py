@@ -12,6 +12,12 @@ subject image appended, through the full LLaVA (vision tower + projector + Llama
   released code, the *default* subject name ``"person"`` (``UNCOND_NAME``; ``text2tokens`` is called without
   ``name``), then its DiT mask cut to ``[1 x (sum - 575), 0 ...]`` (``uncond_dit_mask``).
 
+Beyond the released code, from the paper (section 3.2 / multi-subject): several subjects (one identity suffix
+and one image per subject, each ``<image>`` replaced by its 576 features, ``dit_text_mask`` extended by
+``M x 575`` ones), the ``<SEP>`` separator between prompt and identity prompt (``separator``), and the
+image-embedded template (``style="embedded"``: the subject word in the prompt becomes ``<image>``). No released
+checkpoint was trained on these; they are there for fine-tuning.
+
 ``encode_custom_text`` returns the states and the DiT mask; the pooled CLIP-L vector of the prompt (section 4.2)
 is computed separately. The official code only works with a batch of 1 (it concatenates the ``[B, 351]`` mask
 with a ``[1, 575]`` one); batches here are that computation per sample.
@@ -20,6 +26,7 @@ with a ``[1, 575]`` one); batches here are that computation per sample.
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any, NamedTuple, Sequence
 
 import jax
@@ -33,8 +40,9 @@ from hcjax.models.text.llava import LlavaProjector, check_merge_inputs, legacy_m
 from hcjax.pipelines.text_encoding import SKIP_LAYERS
 
 LLAVA_SIZE = 336
-IMAGE_TOKENS = 576                      # 24 x 24 CLIP ViT-L/14 patches at 336 px
-SUFFIX = "\nThe %s looks like<image>"
+IMAGE_FEATURES = 576                    # 24 x 24 CLIP ViT-L/14 patches at 336 px
+IMAGE_TOKEN = "<image>"
+SUFFIX = "\nThe %s looks like" + IMAGE_TOKEN
 DEFAULT_NAME = "object"                 # ``item_prompt`` default of hymm_sp's dataset
 UNCOND_NAME = "person"                  # ``text2tokens``' default name, used for the negative prompt
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.4082107], np.float32)
@@ -42,24 +50,58 @@ CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
 
 
 class CustomText(NamedTuple):
-    states: np.ndarray   # [B, 256 + N - 1, D] float32 (831 rows for N = 576)
-    mask: np.ndarray     # [B, 256 + N - 1] int32, the DiT mask (dit_text_mask)
+    states: np.ndarray   # [B, 256 + M (N - 1), D] float32 (831 rows for one image of N = 576 features)
+    mask: np.ndarray     # [B, 256 + M (N - 1)] int32, the DiT mask (dit_text_mask)
 
 
-def image_appended_text(prompt: str, name: str = DEFAULT_NAME, template=templates.VIDEO) -> str:
-    """The templated prompt with ``"\\nThe {name} looks like<image>"`` appended after the closing
-    ``<|eot_id|>``."""
-    return template.format(prompt) + SUFFIX % name
+Names = str | Sequence[str]
 
 
-def tokenize_custom(tokenizer, prompts: Sequence[str], names: Sequence[str], template=templates.VIDEO
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """``(input_ids, attention_mask)`` int32 ``[B, 256 + crop]`` of the image-appended texts (right padding,
-    truncation: a prompt too long loses its ``<image>`` token, which ``legacy_merge`` reports)."""
+def _as_names(names: Names) -> tuple[str, ...]:
+    return (names,) if isinstance(names, str) else tuple(names)
+
+
+def image_appended_text(prompt: str, names: Names = DEFAULT_NAME, template=templates.VIDEO,
+                        separator: str = "") -> str:
+    """The released image-appended template: the templated prompt, then ``separator`` (empty in the released
+    code; the paper puts a ``<SEP>`` token there), then ``"\nThe {name} looks like<image>"`` per subject (in the
+    order of the images; the paper's multi-subject rule: one identity prompt per image)."""
+    return template.format(prompt) + separator + "".join(SUFFIX % n for n in _as_names(names))
+
+
+def image_embedded_text(prompt: str, names: Names, template=templates.VIDEO) -> str:
+    """The paper's image-embedded template (not in the released code): the first whole-word occurrence of each
+    subject's description word in the prompt is replaced by ``<image>`` ("A man is playing guitar" with "man" ->
+    "A <image> is playing guitar"). The images pair with the ``<image>`` tokens in the order they appear."""
+    for name in _as_names(names):
+        found = re.search(rf"\b{re.escape(name)}\b", prompt)
+        if found is None:
+            raise ValueError(f"the image-embedded template needs the subject word {name!r} in the prompt "
+                             f"{prompt!r}; reword the prompt or use the image-appended template")
+        prompt = prompt[:found.start()] + IMAGE_TOKEN + prompt[found.end():]
+    return template.format(prompt)
+
+
+def custom_texts(prompts: Sequence[str], names: Sequence[Names], template=templates.VIDEO,
+                 style: str = "appended", separator: str = "") -> list[str]:
+    """The LLaVA input texts of a batch: ``style`` "appended" (released) or "embedded" (paper)."""
     if len(prompts) != len(names):
         raise ValueError(f"{len(prompts)} prompts but {len(names)} names")
-    tokens = tokenizer([image_appended_text(p, n, template) for p, n in zip(prompts, names)],
-                       max_length=template.max_length, padding="max_length", truncation=True, return_tensors="np")
+    if style == "appended":
+        return [image_appended_text(p, n, template, separator) for p, n in zip(prompts, names)]
+    if style == "embedded":
+        if separator:
+            raise ValueError("a separator applies to the image-appended template only")
+        return [image_embedded_text(p, n, template) for p, n in zip(prompts, names)]
+    raise ValueError(f"unknown template style {style!r}; use 'appended' or 'embedded'")
+
+
+def tokenize_custom(tokenizer, prompts: Sequence[str], names: Sequence[Names], template=templates.VIDEO,
+                    style: str = "appended", separator: str = "") -> tuple[np.ndarray, np.ndarray]:
+    """``(input_ids, attention_mask)`` int32 ``[B, 256 + crop]`` of the texts with their image tokens (right
+    padding, truncation: a prompt too long loses its ``<image>`` tokens, which ``legacy_merge`` reports)."""
+    tokens = tokenizer(custom_texts(prompts, names, template, style, separator), max_length=template.max_length,
+                       padding="max_length", truncation=True, return_tensors="np")
     return tokens["input_ids"].astype(np.int32), tokens["attention_mask"].astype(np.int32)
 
 
@@ -114,32 +156,45 @@ def white_image(size: int = LLAVA_SIZE) -> np.ndarray:
 
 
 def llava_pixels(images, size: int) -> np.ndarray:
-    """``[B, size, size, 3]`` float32 pixel values: uint8 images (a list or a ``[B, H, W, 3]`` array) are padded
-    and normalised; a float array is taken as already normalised pixels."""
-    if isinstance(images, np.ndarray | jax.Array) and images.ndim == 4 and images.dtype != np.uint8:
-        if images.shape[1:] != (size, size, 3):
-            raise ValueError(f"pixel values must be [B, {size}, {size}, 3], got {images.shape}")
-        return np.asarray(images, np.float32)
-    return np.stack([normalize_clip(pad_image(np.asarray(im), size)) for im in images])
+    """``[B, M, size, size, 3]`` float32 pixel values of ``M`` subject images per sample.
+
+    ``images``: per sample an RGB uint8 image ``[H, W, 3]`` or a list / tuple of ``M`` of them (a list, or a uint8
+    ``[B, H, W, 3]`` array; each is padded and normalised), or float pixel values already prepared,
+    ``[B, size, size, 3]`` or ``[B, M, size, size, 3]``."""
+    if isinstance(images, np.ndarray | jax.Array) and images.dtype != np.uint8:
+        pixels = np.asarray(images, np.float32)
+        pixels = pixels[:, None] if pixels.ndim == 4 else pixels
+        if pixels.ndim != 5 or pixels.shape[2:] != (size, size, 3):
+            raise ValueError(f"pixel values must be [B, (M,) {size}, {size}, 3], got {images.shape}")
+        return pixels
+    per_sample = [list(im) if isinstance(im, list | tuple) else [im] for im in images]
+    counts = {len(group) for group in per_sample}
+    if len(counts) > 1:
+        raise ValueError(f"every sample needs the same number of subject images, got {sorted(counts)}; batch "
+                         "samples by subject count")
+    return np.stack([np.stack([normalize_clip(pad_image(np.asarray(im), size)) for im in group])
+                     for group in per_sample])
 
 
-def dit_text_mask(tokenizer_mask, num_image_features: int = IMAGE_TOKENS, crop: int = templates.VIDEO.crop
-                  ) -> np.ndarray:
-    """The mask HunyuanCustom hands the DiT: ``concat(tokenizer_mask [B, 351], ones [B, N - 1])[:, crop:]``
-    = ``[1 x n, 0 x (256 - n), 1 x 575]`` -> ``[B, 831]``. It is *not* the merged mask: it is positionally
-    misaligned with the states (image features at ``[n - 1, n + 575)``), see reference 4.3."""
+def dit_text_mask(tokenizer_mask, num_image_features: int = IMAGE_FEATURES, crop: int = templates.VIDEO.crop,
+                  num_images: int = 1) -> np.ndarray:
+    """The mask HunyuanCustom hands the DiT: ``concat(tokenizer_mask [B, 351], ones [B, M (N - 1)])[:, crop:]``
+    = ``[1 x n, 0 x (256 - n), 1 x 575]`` -> ``[B, 831]`` for one image. It is *not* the merged mask: it is
+    positionally misaligned with the states (image features at ``[n - 1, n + 575)``), see reference 4.3. For
+    ``M`` images (not in the released code) the count of ones again equals the merged length."""
     mask = np.asarray(tokenizer_mask, np.int32)
-    ones = np.ones((mask.shape[0], num_image_features - 1), np.int32)
+    ones = np.ones((mask.shape[0], num_images * (num_image_features - 1)), np.int32)
     return np.concatenate([mask, ones], axis=1)[:, crop:]
 
 
-def uncond_dit_mask(mask, num_image_features: int = IMAGE_TOKENS) -> np.ndarray:
+def uncond_dit_mask(mask, num_image_features: int = IMAGE_FEATURES, num_images: int = 1) -> np.ndarray:
     """The pipeline's rewrite of the unconditional DiT mask: a row with ``sum > 575`` becomes
     ``[1 x (sum - 575), 0 x rest]`` (the negative text, its suffix and the first white-image feature); other rows
     are kept. The released code does this to ``prompt_mask[0]`` only (the first row of the ``[uncond, cond]``
-    batch, the whole unconditional half at its batch size 1); here it is applied to every row given."""
+    batch, the whole unconditional half at its batch size 1); here it is applied to every row given. For ``M``
+    images ``M (N - 1)`` ones are taken off."""
     mask = np.asarray(mask, np.int32)
-    extra = num_image_features - 1
+    extra = num_images * (num_image_features - 1)
     out = mask.copy()
     for i, total in enumerate(mask.sum(axis=1)):
         if total > extra:
@@ -164,24 +219,27 @@ def _merged_llm(cfg: LlamaConfig, params, ids, mask, features, image_token_id, p
 
 def encode_custom_text(llm_cfg: LlamaConfig, llm_params: Any, vision_cfg: CLIPVisionConfig, vision_params: Any,
                        projector: LlavaProjector, projector_params: Any, tokenizer, prompts: Sequence[str], images,
-                       names: Sequence[str], image_token_id: int, config_pad_token_id: int | None,
-                       template=templates.VIDEO) -> CustomText:
+                       names: Sequence[Names], image_token_id: int, config_pad_token_id: int | None,
+                       template=templates.VIDEO, style: str = "appended", separator: str = "") -> CustomText:
     """HunyuanCustom's LLaVA encoding of ``prompts`` with subject ``images`` named ``names``.
 
-    ``images``: RGB uint8 images (list or ``[B, H, W, 3]``; ``pad_image`` + CLIP normalisation to the tower's
-    size) or float32 pixel values ``[B, S, S, 3]`` already prepared. ``image_token_id`` / ``config_pad_token_id``:
-    the LLaVA config's ``image_token_index`` / ``pad_token_id`` (see ``legacy_merge`` for what the latter
-    changes). Returns ``CustomText(states [B, 256 + N - 1, D] float32, DiT mask [B, 256 + N - 1] int32)``
-    (``[B, 831, 4096]`` at full size). For the unconditional branch pass the negative prompts, ``white_image()``
-    and ``UNCOND_NAME``, then ``uncond_dit_mask`` on the mask."""
-    ids, mask = tokenize_custom(tokenizer, prompts, names, template)
+    ``images``: per prompt one RGB uint8 image or a list of ``M`` (several subjects; ``names[i]`` then lists
+    ``M`` names), see ``llava_pixels``. ``style`` / ``separator``: the template (``custom_texts``).
+    ``image_token_id`` / ``config_pad_token_id``: the LLaVA config's ``image_token_index`` / ``pad_token_id``
+    (see ``legacy_merge`` for what the latter changes). Returns ``CustomText(states [B, 256 + M (N - 1), D]
+    float32, DiT mask alike int32)`` (``[B, 831, 4096]`` at full size with one image). For the unconditional
+    branch pass the negative prompts, ``white_image()`` (one per subject) and ``UNCOND_NAME``, then
+    ``uncond_dit_mask`` on the mask."""
+    ids, mask = tokenize_custom(tokenizer, prompts, names, template, style, separator)
     pixels = llava_pixels(images, vision_cfg.image_size)
-    if pixels.shape[0] != ids.shape[0]:
-        raise ValueError(f"{ids.shape[0]} prompts but {pixels.shape[0]} images")
-    states = _vision_states(vision_cfg, vision_params, pixels)
+    b, m = pixels.shape[:2]
+    if b != ids.shape[0]:
+        raise ValueError(f"{ids.shape[0]} prompts but {b} images")
+    check_merge_inputs(ids, mask, image_token_id, tokenizer.pad_token_id, m)   # before the heavy work
+    states = _vision_states(vision_cfg, vision_params, pixels.reshape(b * m, *pixels.shape[2:]))
     features = llava_image_features(states, projector_params, projector, feature_layer=-1)   # = layer -2
-    check_merge_inputs(ids, mask, image_token_id, tokenizer.pad_token_id)   # on concrete ids, before tracing
+    features = features.reshape(b, m, *features.shape[1:])
     hidden = _merged_llm(llm_cfg, llm_params, ids, mask, features, image_token_id, tokenizer.pad_token_id,
                          config_pad_token_id)
     return CustomText(np.asarray(hidden[:, template.crop:], np.float32),
-                      dit_text_mask(mask, features.shape[1], template.crop))
+                      dit_text_mask(mask, features.shape[2], template.crop, m))

@@ -3,7 +3,7 @@
 ``llava_image_features`` takes hidden state -2 of the vision tower, drops the CLS token and projects
 (``[B, 576, 4096]`` for llava-llama-3-8b-v1_1 at 336 px): the features that replace the ``<image>`` token.
 ``legacy_merge`` puts them into the token embeddings as transformers 4.41.2 (HunyuanCustom's pin) does: in place
-of the one ``<image>`` token, with that version's position ids and zeroed pad embeddings.
+of each ``<image>`` token, with that version's position ids and zeroed pad embeddings.
 """
 
 from __future__ import annotations
@@ -63,16 +63,17 @@ def llava_image_features(hidden_states: jax.Array | Sequence[jax.Array], project
     return projector.apply({"params": params}, select_image_features(hidden_states, feature_layer, strategy))
 
 
-def check_merge_inputs(input_ids, attention_mask, image_token_id: int, pad_token_id: int | None) -> None:
-    """``legacy_merge``'s checks on concrete ids (skipped for tracers): exactly one ``image_token_id`` per
-    sample, and every mask-0 position holding ``pad_token_id`` (when given)."""
+def check_merge_inputs(input_ids, attention_mask, image_token_id: int, pad_token_id: int | None,
+                       images_per_sample: int = 1) -> None:
+    """``legacy_merge``'s checks on concrete ids (skipped for tracers): exactly ``images_per_sample``
+    ``image_token_id`` per sample, and every mask-0 position holding ``pad_token_id`` (when given)."""
     if isinstance(input_ids, jax.core.Tracer):
         return
     ids = np.asarray(input_ids)
     counts = (ids == image_token_id).sum(axis=1)
-    if (counts != 1).any():
-        raise ValueError(f"each sample needs exactly one image token ({image_token_id}); counts {counts.tolist()}"
-                         " (a prompt too long for max_length truncates it away)")
+    if (counts != images_per_sample).any():
+        raise ValueError(f"each sample needs exactly {images_per_sample} image token(s) ({image_token_id}), one per "
+                         f"image; counts {counts.tolist()} (a prompt too long for max_length truncates them away)")
     if pad_token_id is not None and not isinstance(attention_mask, jax.core.Tracer):
         if (ids[np.asarray(attention_mask) == 0] != pad_token_id).any():
             raise ValueError(f"masked positions hold ids other than the tokenizer pad id {pad_token_id}")
@@ -82,16 +83,16 @@ def legacy_merge(input_ids: jax.Array, attention_mask: jax.Array, token_embeds: 
                  image_features: jax.Array, image_token_id: int, pad_token_id: int | None,
                  config_pad_token_id: int | None) -> tuple[jax.Array, jax.Array, jax.Array]:
     """transformers 4.41.2's ``LlavaForConditionalGeneration._merge_input_ids_with_image_features`` (the
-    version HunyuanCustom pins) for exactly one ``<image>`` token per sample.
+    version HunyuanCustom pins) for the same number ``M`` of ``<image>`` tokens in every sample.
 
     ``input_ids``, ``attention_mask`` ``[B, L]``; ``token_embeds [B, L, D]`` (the ``embed_tokens`` lookup of
-    ``input_ids``); ``image_features [B, N, D]`` -> ``(inputs_embeds [B, L + N - 1, D], merged_mask [B, L + N - 1]
-    int32, position_ids [B, L + N - 1] int32)``, to run the language model with. The ``<image>`` token at
-    position ``p`` is replaced *in place* by the ``N`` features: merged ``[0, p)`` = tokens ``[0, p)``,
-    ``[p, p + N)`` = the features, ``[p + N, L + N - 1)`` = tokens ``[p + 1, L)``. Quirks reproduced:
+    ``input_ids``); ``image_features [B, N, D]`` (one image per sample) or ``[B, M, N, D]`` (the ``k``-th image
+    for the ``k``-th ``<image>`` token) -> ``(inputs_embeds [B, L + M (N - 1), D], merged_mask, position_ids
+    [B, L + M (N - 1)] int32)``, to run the language model with. Each ``<image>`` token is replaced *in place* by
+    its ``N`` features; a token after ``k`` image tokens moves ``k (N - 1)`` positions right. Quirks reproduced:
 
     * **Mask**: token positions copy the tokenizer mask, feature positions are 1 (``final_attention_mask |=
-      image_to_overwrite``); with right padding this is the correct mask ``[1 x (valid + N - 1), 0 x pads]``.
+      image_to_overwrite``); with right padding this is the correct mask ``[1 x (valid + M (N - 1)), 0 x pads]``.
     * **Position ids**: ``cumsum(merged_mask) - 1`` with every mask-0 position set to **1** (not ``0..L-1`` as a
       plain run, or transformers 5, would use); they only change the states at the pad positions.
     * **Pad embeddings**: the embeddings of tokens whose id equals the *LLaVA config's* ``pad_token_id``
@@ -100,29 +101,38 @@ def legacy_merge(input_ids: jax.Array, attention_mask: jax.Array, token_embeds: 
       pads keep the pad-token embedding. Valid positions never see pads (causal + key mask), so this too only
       moves the states at the pad positions - which HunyuanCustom's token refiner does read (reference 4.3).
     * **Left-padding test**: 4.41.2 shifts the text by ``nb_image_pad`` when no sample ends in the config pad
-      id (e.g. a tokenizer pad id other than the config's); with one image token per sample
-      ``nb_image_pad = 0``, so the layout above holds whatever the padding side.
+      id (e.g. a tokenizer pad id other than the config's); with the same image count in every sample
+      ``nb_image_pad = 0``, so the layout above holds whatever the padding side. (Different counts in one batch
+      would misplace features in 4.41.2; they are refused here - batch samples by subject count.)
 
     ``pad_token_id`` (the tokenizer's) is not read by the 4.41.2 rule; for concrete inputs it is checked that
     every mask-0 position holds it, so that the caller's pair of ids says what the zeroing does. 4.41.2 raises
-    when a sample has no ``<image>`` token (e.g. truncated away) or several; so does this, for concrete ids.
-    Jittable (the checks are skipped under tracing)."""
+    when the image tokens and the images do not pair up (e.g. one truncated away); so does this, for concrete
+    ids. Jittable (the checks are skipped under tracing)."""
+    if image_features.ndim == 3:
+        image_features = image_features[:, None]
     b, length = input_ids.shape
-    n = image_features.shape[1]
+    _, m, n, d = image_features.shape
     if token_embeds.shape[:2] != (b, length) or image_features.shape[0] != b:
         raise ValueError(f"token_embeds {token_embeds.shape} / image_features {image_features.shape} do not fit "
                          f"input_ids {input_ids.shape}")
-    check_merge_inputs(input_ids, attention_mask, image_token_id, pad_token_id)
+    check_merge_inputs(input_ids, attention_mask, image_token_id, pad_token_id, m)
     dtype = image_features.dtype
-    p = jnp.argmax(input_ids == image_token_id, axis=1)[:, None]              # [B, 1]
-    j = jnp.arange(length + n - 1)[None]                                         # merged positions
-    is_image = (j >= p) & (j < p + n)
-    src = jnp.clip(jnp.where(j < p, j, j - n + 1), 0, length - 1)               # token behind each position
+    is_image_token = input_ids == image_token_id
+    new_position = jnp.cumsum(jnp.where(is_image_token, n, 1), axis=1) - 1        # a token's last merged slot
+    j = jnp.arange(length + m * (n - 1))
+    src = jax.vmap(lambda row: jnp.searchsorted(row, j, side="left"))(new_position)   # token behind each slot
+    src = jnp.clip(src, 0, length - 1)
+    gather = lambda a: jnp.take_along_axis(a, src, axis=1)                          # noqa: E731
+    is_image = gather(is_image_token)
+    image_index = gather(jnp.cumsum(is_image_token, axis=1)) - 1                     # k of the image token
+    feature_index = j[None] - (gather(new_position) - n + 1)
+    flat = jnp.clip(image_index * n + feature_index, 0, m * n - 1)
+    image = jnp.take_along_axis(image_features.reshape(b, m * n, d), flat[..., None], axis=1)
     text = jnp.take_along_axis(token_embeds.astype(dtype), src[..., None], axis=1)
-    image = jnp.take_along_axis(image_features, jnp.clip(j - p, 0, n - 1)[..., None], axis=1)
     config_pad = -1 if config_pad_token_id is None else config_pad_token_id
-    zero = ~is_image & (jnp.take_along_axis(input_ids, src, axis=1) == config_pad)
+    zero = ~is_image & (gather(input_ids) == config_pad)
     embeds = jnp.where(is_image[..., None], image, jnp.where(zero[..., None], jnp.zeros((), dtype), text))
-    mask = jnp.where(is_image, 1, jnp.take_along_axis(attention_mask.astype(jnp.int32), src, axis=1))
+    mask = jnp.where(is_image, 1, gather(attention_mask.astype(jnp.int32)))
     position_ids = jnp.where(mask == 0, 1, jnp.cumsum(mask, axis=1) - 1).astype(jnp.int32)
     return embeds, mask.astype(jnp.int32), position_ids
