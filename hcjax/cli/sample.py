@@ -29,11 +29,12 @@ class Plan:
     fps: float
     progress: bool
     seed: int
+    llava_image: np.ndarray | None = None   # the I2V image as read (uint8), for LLaVA's text path
 
 
 def _text(args, p, model_dir):
     """``(text, negative, prompts)``: embeddings now, or the prompts for the model directory's encoders."""
-    from hcjax.convert.text_encoder_dir import has_text_encoders
+    from hcjax.convert.text_encoder_dir import has_llava_image_path, has_text_encoders
     from hcjax.models.text.templates import DEFAULT_NEGATIVE
     from hcjax.pipelines import text_inputs
 
@@ -46,6 +47,11 @@ def _text(args, p, model_dir):
     if args.prompt is None:
         raise UsageError("give --prompt TEXT (or --text-embeds FILE)")
     if model_dir is not None and has_text_encoders(model_dir):
+        if p.image_to_video and not has_llava_image_path(model_dir):
+            raise UsageError("an image-to-video model encodes the prompt together with the image through LLaVA, and "
+                             "this model directory has no LLaVA image path: convert the text encoders again from "
+                             "the LLaVA folder (tools/convert_text_encoders.py --llm LLAVA_DIR), or pass "
+                             "--text-embeds FILE")
         return None, None, (args.prompt, DEFAULT_NEGATIVE if args.negative_prompt is None else args.negative_prompt)
     if model_dir is not None or not is_small(p):
         raise UsageError("this model directory has no text encoders: add them with tools/convert_text_encoders.py, "
@@ -56,14 +62,14 @@ def _text(args, p, model_dir):
 
 
 def _image(args, p):
-    """The first frame in [-1, 1] at the bucket size, and the ``(height, width)`` it implies."""
+    """The first frame in [-1, 1] at the bucket size, the ``(height, width)`` it implies, and the image as read."""
     from hcjax.io import MediaError, image_to_unit_range, read_image
     from hcjax.pipelines import buckets
 
     if args.image is None:
         if p.image_to_video:
             raise UsageError(f"{p.name} is an image-to-video model: give --image PATH")
-        return None, None
+        return None, None, None
     if not p.image_to_video:
         raise UsageError(f"{p.name} is a text-to-video model; --image needs an I2V model (e.g. hunyuan-video-i2v)")
     try:
@@ -79,9 +85,9 @@ def _image(args, p):
     else:
         size = (p.sampler.height, p.sampler.width)
     if size[0] % 16 or size[1] % 16:
-        return None, size   # reported with the other size problems
+        return None, size, pixels   # reported with the other size problems
     fitted = buckets.i2v_image(pixels, *size, fit=args.image_fit)
-    return image_to_unit_range(fitted), size
+    return image_to_unit_range(fitted), size, pixels
 
 
 def prepare(args: argparse.Namespace) -> Plan:
@@ -103,7 +109,7 @@ def prepare(args: argparse.Namespace) -> Plan:
             flags = " and ".join({"dit": "--src (the DiT)", "vae": "--vae-src (the VAE)"}[m] for m in sorted(missing))
             raise UsageError(f"model directory {model_dir!r} lacks {', '.join(sorted(missing))}; convert again "
                              f"with {flags}")
-    image, size = _image(args, p)
+    image, size, raw_image = _image(args, p)
     height, width = size if size else (args.height, args.width)
     try:
         request = SampleRequest.defaults(p, frames=args.frames, height=height, width=width, steps=args.steps,
@@ -117,7 +123,7 @@ def prepare(args: argparse.Namespace) -> Plan:
     except ValueError as e:
         raise UsageError("; ".join(line.strip() for line in str(e).splitlines()[1:])) from None
     return Plan(p, model_dir, request, text, negative, image, prompts, out, sheet, args.fps or p.sampler.fps,
-                not args.no_progress, args.seed)
+                not args.no_progress, args.seed, raw_image)
 
 
 def execute(plan: Plan) -> None:
@@ -138,8 +144,7 @@ def execute(plan: Plan) -> None:
         from hcjax.convert.text_encoder_dir import load_text_encoders
 
         encoders = load_text_encoders(plan.model_dir)
-        text = encoders.encode([plan.prompts[0]], plan.request.frames)
-        negative = encoders.encode([plan.prompts[1]], plan.request.frames) if plan.request.uses_cfg else None
+        text, negative = _encode(plan, encoders)
     result = generate(plan.preset, dit_params, vae_params, text, plan.request, negative=negative,
                       image=plan.image, progress=plan.progress)
     write_mp4(plan.out, result.video[0], fps=plan.fps)
@@ -151,6 +156,24 @@ def execute(plan: Plan) -> None:
     r = plan.request
     print(f"wrote {plan.out} ({r.frames} frames {r.height}x{r.width} at {plan.fps:g} fps) and {plan.sheet}")
     print(f"{plan.preset.name}: {r.steps} steps, shift {r.shift}, seed {r.seed}; {result.timings.report()}")
+
+
+def _encode(plan: Plan, encoders):
+    """``(text, negative)`` embeddings of the prompts: text only (T2V), or with the image through LLaVA (I2V;
+    the negative branch as diffusers runs it: a black image, interleave 2)."""
+    prompt, negative_prompt = plan.prompts
+    r = plan.request
+    if not plan.preset.image_to_video:
+        return (encoders.encode([prompt], r.frames),
+                encoders.encode([negative_prompt], r.frames) if r.uses_cfg else None)
+    from hcjax.convert.text_encoder_dir import load_llava_image_path
+    from hcjax.pipelines import i2v_text
+
+    image_path = load_llava_image_path(plan.model_dir)
+    text = i2v_text.i2v_embeddings(encoders, image_path, [prompt], plan.llava_image)
+    negative = (i2v_text.i2v_embeddings(encoders, image_path, [negative_prompt], i2v_text.black_image(r.height, r.width),
+                                        interleave=2) if r.uses_cfg else None)
+    return text, negative
 
 
 def run(args: argparse.Namespace) -> None:

@@ -9,7 +9,8 @@ source, so the key prefix is detected from a known list (or given as ``prefix``)
   ``CLIPModel``);
 * vision: ``""`` (transformers 5 ``CLIPVisionModel``), ``"vision_model."`` (transformers 4 files,
   ``CLIPModel``), ``"vision_tower.vision_model."`` (LLaVA files, e.g. llava-llama-3-8b-v1_1-transformers),
-  ``"model.vision_tower."`` (transformers 5 ``LlavaForConditionalGeneration``),
+  ``"model.vision_tower."`` (transformers 5 ``LlavaForConditionalGeneration``), ``"vision_tower."`` (its files:
+  transformers 5 ``save_pretrained`` writes them without the ``vision_model.`` level of transformers 4 files),
   ``"model.vision_tower.vision_model."`` (transformers 4.5x ``LlavaForConditionalGeneration``);
 * projector: ``""``, ``"multi_modal_projector."`` (LLaVA files), ``"model.multi_modal_projector."``
   (transformers 5 ``LlavaForConditionalGeneration``).
@@ -31,7 +32,7 @@ from hcjax.models.text.clip import CLIPTextConfig, CLIPVisionConfig
 from hcjax.models.text.llava import LlavaProjector
 
 TEXT_PREFIXES = ("", "text_model.")
-VISION_PREFIXES = ("", "vision_model.", "vision_tower.vision_model.", "model.vision_tower.",
+VISION_PREFIXES = ("", "vision_model.", "vision_tower.vision_model.", "model.vision_tower.", "vision_tower.",
                    "model.vision_tower.vision_model.")
 PROJECTOR_PREFIXES = ("", "multi_modal_projector.", "model.multi_modal_projector.")
 # A key (after the prefix) whose presence identifies each model's prefix.

@@ -45,6 +45,18 @@ def load_state_dict(path: str | os.PathLike, key: str | None = None) -> dict[str
                           "an .index.json, or .pt/.pth")
 
 
+PRETRAINED_WEIGHTS = ("model.safetensors.index.json", "model.safetensors", "pytorch_model.bin")
+
+
+def load_pretrained_weights(folder: str | os.PathLike) -> dict[str, Any]:
+    """The state dict of a ``save_pretrained`` folder: ``model.safetensors`` (sharded or not) or
+    ``pytorch_model.bin``."""
+    for name in PRETRAINED_WEIGHTS:
+        if (Path(folder) / name).exists():
+            return load_state_dict(Path(folder) / name)
+    raise CheckpointError(f"{folder}: holds none of {', '.join(PRETRAINED_WEIGHTS)}")
+
+
 def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Memory-mapped arrays of a safetensors file (bf16 / fp8 as ``ml_dtypes``), after checking the header
     against the file size so that a truncated file fails here, whole."""

@@ -4,12 +4,13 @@ against the preset."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -57,6 +58,33 @@ def _differences(got: Any, want: Any) -> list[str]:
 def _mismatch(what: str, preset: str, problems: list[str], fix: str) -> ModelDirError:
     return ModelDirError(f"{what} vs preset {preset!r}: {len(problems)} keys differ:\n  "
                          + "\n  ".join(problems) + f"\n{fix}")
+
+
+@contextlib.contextmanager
+def _new_folder(final: Path, fix: str) -> Iterator[Path]:
+    """A temporary sibling of ``final`` to fill, renamed to ``final`` once the block succeeds (else removed).
+    Refuses an existing ``final`` (``fix`` says what to do)."""
+    if final.exists():
+        raise ModelDirError(f"{final} exists already; {fix}")
+    tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        tmp.mkdir()
+        yield tmp
+        tmp.rename(final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _restore_checked(ckptr, path: Path, target: Any, fix: str) -> Any:
+    """The Orbax checkpoint at ``path`` restored into ``target`` after checking the stored tree against it
+    (Orbax would silently reshape or cast); ``ModelDirError`` ending in ``fix`` otherwise."""
+    try:  # Orbax raises many kinds of errors on a missing or damaged checkpoint
+        stored = ckptr.metadata(path).item_metadata.tree
+    except Exception as e:
+        raise ModelDirError(f"{path}: unreadable Orbax checkpoint ({type(e).__name__}: {e}); {fix}") from None
+    if problems := _differences(stored, target):
+        raise ModelDirError(f"{path}: params differ from its config: {'; '.join(problems)}; {fix}")
+    return ckptr.restore(path, target)
 
 
 def save_model_dir(path: str | os.PathLike, preset_name: str, dit_params: dict | None = None,

@@ -40,7 +40,10 @@ class TextEncoders:
         template = templates.for_frames(frames)
         ids, mask = templates.tokenize(self.llm_tokenizer, prompts, template)
         states, mask = templates.crop(self._llm({"params": self.llm_params}, ids, mask), mask, template)
+        return TextEmbeddings(np.asarray(states, np.float32), np.asarray(mask, np.int32), self.pooled(prompts))
+
+    def pooled(self, prompts: list[str]) -> np.ndarray:
+        """CLIP-L's pooled vectors ``[B, D_clip]`` float32 (no template)."""
         clip_ids, clip_mask = templates.tokenize_clip(self.clip_tokenizer, prompts)
         _, pooled = self._clip({"params": self.clip_params}, clip_ids, clip_mask)
-        return TextEmbeddings(np.asarray(states, np.float32), np.asarray(mask, np.int32),
-                              np.asarray(pooled, np.float32))
+        return np.asarray(pooled, np.float32)
