@@ -2,6 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# libtpu for ahead-of-time TPU compilation on a CPU (tests/test_tpu_compile.py): the version jax[tpu]==0.10.2
+# pins, kept out of the environment's site-packages so that plain runs do not try to start a TPU.
+LIBTPU ?= libtpu==0.0.42.*
 
 .PHONY: setup demo test bench clean
 
@@ -11,6 +14,7 @@ $(VENV)/.installed: pyproject.toml requirements.txt
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -r requirements.txt
 	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/pip install --quiet --target $(VENV)/tpu-aot $(LIBTPU)
 	touch $@
 
 setup: $(VENV)/.installed

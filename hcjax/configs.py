@@ -16,6 +16,7 @@ DTypeLike = Any
 
 REMAT_POLICIES = ("none", "full", "save_dots", "offload")
 ATTENTION_IMPLS = ("auto", "xla", "splash", "pallas_gpu", "cudnn")
+SEQUENCE_PARALLEL_MODES = ("none", "ulysses", "ring")
 
 
 def resolve_dtype(dtype: DTypeLike) -> jnp.dtype:
@@ -52,6 +53,10 @@ class DiTConfig:
     scan_layers: bool = True
     remat_policy: str = "none"
     attention_impl: str = "auto"
+    # Sequence parallelism of the joint attention over mesh axis ``sequence_axis`` (``hcjax.parallel.sequence``);
+    # active only under a mesh (``jax.set_mesh``) where that axis has size > 1.
+    sequence_parallel: str = "none"
+    sequence_axis: str = "sequence"
 
     def __post_init__(self):
         problems = []
@@ -67,6 +72,10 @@ class DiTConfig:
             problems.append(f"remat_policy {self.remat_policy!r} not in {REMAT_POLICIES}")
         if self.attention_impl not in ATTENTION_IMPLS:
             problems.append(f"attention_impl {self.attention_impl!r} not in {ATTENTION_IMPLS}")
+        if self.sequence_parallel not in SEQUENCE_PARALLEL_MODES:
+            problems.append(f"sequence_parallel {self.sequence_parallel!r} not in {SEQUENCE_PARALLEL_MODES}")
+        if not self.sequence_axis:
+            problems.append("sequence_axis must name a mesh axis")
         names = [m.name for m in self.mechanisms]
         if len(set(names)) != len(names):
             problems.append(f"mechanism names must be unique, got {names}")

@@ -14,12 +14,12 @@ import jax.numpy as jnp
 
 from hcjax.configs import DiTConfig, resolve_dtype
 from hcjax.nn.activations import gelu_tanh, silu
-from hcjax.nn.attention import attention_head_major
 from hcjax.nn.embeddings import MLP
 from hcjax.nn.linear import Dense
 from hcjax.nn.modulation import Modulation, ModulationVec, gate, modulate
 from hcjax.nn.norms import RMSNorm, layer_norm
 from hcjax.nn.rope import apply_rope
+from hcjax.parallel.sequence import joint_attention
 
 LN_EPS = 1e-6
 TOKENS = ("activation_batch", "activation_length", "activation_embed")
@@ -37,6 +37,12 @@ def _split_heads(qkv: jax.Array, heads: int) -> tuple[jax.Array, jax.Array, jax.
 
 def _merge_heads(x: jax.Array) -> jax.Array:
     return einops.rearrange(x, "b h l d -> b l (h d)")
+
+
+def _attention(cfg: DiTConfig, q, k, v, segment_ids, num_image: int) -> jax.Array:
+    """Joint attention over ``[img; txt]`` (head-major), sequence-parallel as the config and the mesh say."""
+    return _merge_heads(joint_attention(q, k, v, segment_ids, num_image, mode=cfg.sequence_parallel,
+                                        axis=cfg.sequence_axis, impl=cfg.attention_impl))
 
 
 class DoubleStreamBlock(nn.Module):
@@ -75,8 +81,8 @@ class DoubleStreamBlock(nn.Module):
         q = apply_rope(jnp.concatenate([iq, tq], axis=2), cos, sin)
         k = apply_rope(jnp.concatenate([ik, tk], axis=2), cos, sin)
         v = jnp.concatenate([iv, tv], axis=2)
-        attn = _merge_heads(attention_head_major(q, k, v, segment_ids, impl=self.cfg.attention_impl))
         n_img = img.shape[1]
+        attn = _attention(self.cfg, q, k, v, segment_ids, n_img)
         img = self._residuals(img, attn[:, :n_img], img_mod, self.img_attn_proj, self.img_mlp)
         txt = self._residuals(txt, attn[:, n_img:], txt_mod, self.txt_attn_proj, self.txt_mlp)
         return nn.with_logical_constraint(img, TOKENS), nn.with_logical_constraint(txt, TOKENS)
@@ -95,8 +101,8 @@ class DoubleStreamBlock(nn.Module):
 
 class SingleStreamBlock(nn.Module):
     """One stream over ``[img; txt]`` with parallel attention and MLP (``linear1`` -> ``[q|k|v|mlp]``,
-    ``linear2`` <- ``[attn|GELU(mlp)]``). ``carry = x [B, Li + Lt, D]``; the token range of ``mv`` counts
-    from the first image token."""
+    ``linear2`` <- ``[attn|GELU(mlp)]``). ``carry = x [B, Li + Lt, D]`` with ``num_image = Li``; the token range
+    of ``mv`` counts from the first image token."""
 
     cfg: DiTConfig
 
@@ -109,7 +115,7 @@ class SingleStreamBlock(nn.Module):
         self.k_norm = RMSNorm(LN_EPS, pdt)
         self.modulation = Modulation(3, **kw)
 
-    def __call__(self, x, mv: ModulationVec, rope, segment_ids):
+    def __call__(self, x, mv: ModulationVec, rope, segment_ids, num_image: int):
         shift, scale, g = self.modulation.per_token(mv, x.shape[1])
         h = self.linear1(modulate(layer_norm(x, LN_EPS), shift, scale))
         d3 = 3 * self.cfg.hidden_size
@@ -117,7 +123,7 @@ class SingleStreamBlock(nn.Module):
         cos, sin = rope
         q = apply_rope(self.q_norm(q), cos, sin)
         k = apply_rope(self.k_norm(k), cos, sin)
-        attn = _merge_heads(attention_head_major(q, k, v, segment_ids, impl=self.cfg.attention_impl))
+        attn = _attention(self.cfg, q, k, v, segment_ids, num_image)
         out = self.linear2(jnp.concatenate([attn, gelu_tanh(h[..., d3:])], axis=-1))
         return nn.with_logical_constraint(x + gate(out, g), TOKENS)
 

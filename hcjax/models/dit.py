@@ -92,7 +92,7 @@ class HunyuanVideoDiT(nn.Module):
 
         single = BlockStack(SingleStreamBlock, cfg, cfg.depth_single, name="single_blocks", **stack_kw)
         for start, stop, hooks in segments(cfg.depth_single, ext.single_hooks):
-            x = single(x, mv, rope, segment_ids, start=start, stop=stop)
+            x = single(x, mv, rope, segment_ids, num_img, start=start, stop=stop)
             for hook in hooks:
                 x = hook(x)
 

@@ -46,11 +46,41 @@ def attention_head_major(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: 
     if kv_mask is not None and kv_mask.shape != (k.shape[0], k.shape[2]):
         raise ValueError(f"kv_mask {kv_mask.shape} must be [B, Lk] = {(k.shape[0], k.shape[2])}")
     if impl == "auto":
-        impl = "xla"
-    if impl != "xla":
-        raise NotImplementedError(f"attention impl {impl!r} is not available in this version; use impl='xla'")
-    return xla_attention(q, k, v, segment_ids, query_chunk=_default_query_chunk(q.shape, k.shape[2]),
-                         causal_block=causal_block, kv_mask=kv_mask)
+        impl = default_impl(q.dtype, self_attention=q.shape[2] == k.shape[2],
+                            plain=causal_block is None and kv_mask is None)
+    if impl == "xla":
+        return xla_attention(q, k, v, segment_ids, query_chunk=_default_query_chunk(q.shape, k.shape[2]),
+                             causal_block=causal_block, kv_mask=kv_mask)
+    if causal_block is not None or kv_mask is not None:
+        raise ValueError(f"causal_block / kv_mask are supported by impl='xla' only, not {impl!r}")
+    if impl == "cudnn":
+        from hcjax.nn.kernels.cudnn import cudnn_attention
+
+        return cudnn_attention(q, k, v, segment_ids)
+    if q.shape[2] != k.shape[2]:
+        raise ValueError(f"impl={impl!r} is self-attention only (Lq {q.shape[2]} != Lk {k.shape[2]}); use "
+                         "impl='xla' or 'cudnn'")
+    if impl == "splash":
+        from hcjax.nn.kernels.splash_tpu import splash_attention
+
+        return splash_attention(q, k, v, segment_ids, interpret=jax.default_backend() != "tpu")
+    from hcjax.nn.kernels.flash_gpu import flash_attention_gpu
+
+    return flash_attention_gpu(q, k, v, segment_ids, interpret=jax.default_backend() != "gpu")
+
+
+def default_impl(dtype, self_attention: bool = True, plain: bool = True, backend: str | None = None) -> str:
+    """What ``impl="auto"`` picks: splash on TPU; on GPU cuDNN for fp16 / bf16 (its fused kernel's dtypes) and
+    the Pallas kernel for fp32 self-attention; XLA on CPU and wherever a block-causal mask or a key mask is
+    asked for (the VAE, the text encoders)."""
+    backend = backend or jax.default_backend()
+    if not plain or backend not in ("tpu", "gpu"):
+        return "xla"
+    if backend == "tpu":
+        return "splash" if self_attention else "xla"
+    if jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16):
+        return "cudnn"
+    return "pallas_gpu" if self_attention else "xla"
 
 
 def _default_query_chunk(shape: tuple[int, int, int, int], kv_length: int) -> int | None:

@@ -26,6 +26,9 @@ def rope_angles(positions: jax.Array, axes_dims: tuple[int, ...], theta: float) 
     """Angles ``[..., L, head_dim/2]`` (fp32) for positions ``[..., L, n_axes]``."""
     inv = inverse_frequencies(axes_dims, theta)
     axis_of_pair = np.repeat(np.arange(len(axes_dims)), [d // 2 for d in axes_dims])
+    # The barrier keeps XLA from constant-folding the tables of a static grid: folding cos / sin of a
+    # 100k-token video in the compiler's evaluator takes minutes; computed at run time they cost microseconds.
+    positions = jax.lax.optimization_barrier(jnp.asarray(positions))
     pos = positions.astype(jnp.float32)[..., axis_of_pair]  # [..., L, head_dim/2]
     return pos * jnp.asarray(inv)
 
