@@ -82,6 +82,9 @@ def test_cudnn_segment_logic(length):
         k2 = k.at[:, :, -1].add(1.0)
         moved = np.abs(np.asarray(kernel(q, k2, v, seg) - got)).max(axis=(1, 3))
         assert (moved[0, :valid[0]] == 0).all() and (moved[0, valid[0]:] > 0).all()
+        # another pattern (padding in the middle, as sequence parallelism pads the image): the XLA fallback
+        middle = seg.at[:, 100:108].set(-1)
+        assert rel_l2(kernel(q, k, v, middle), attn.xla_attention(q, k, v, middle)) < 1e-5
         return
     errors = _vjp_errors(kernel, q, k, v, seg) + _vjp_errors(kernel, q, k, v, _scattered_segments(length))
     assert max(errors) < 1e-5

@@ -37,20 +37,12 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
 import convert_text_encoders  # noqa: E402
 import convert_whisper  # noqa: E402
 from tests.test_encode_text_tool import _tokenizer  # noqa: E402
+from tests.test_llava_text import _perturbed  # noqa: E402  (every param off its init)
 
 WORDS = "<image> a fox runs in the snow".split()
 IMAGE, CONFIG_PAD = 4, 0          # "<image>" is the first word after the 4 special tokens; "<pad>" is 0
 WHISPER = WhisperEncoderConfig(num_mel_bins=16, d_model=32, encoder_layers=2, encoder_attention_heads=2,
                                encoder_ffn_dim=64, max_source_positions=20)
-
-
-def _perturbed(model, seed):
-    """Every param moved off its init, so that a mis-mapped bias or norm shows."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn(p.shape, generator=gen))
-    return model.eval()
 
 
 def _llava():
