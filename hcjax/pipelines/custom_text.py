@@ -36,12 +36,12 @@ import numpy as np
 from hcjax.models.text import templates
 from hcjax.models.text.clip import CLIPVisionConfig, CLIPVisionModel
 from hcjax.models.text.llama import LlamaConfig, LlamaEncoder
-from hcjax.models.text.llava import LlavaProjector, check_merge_inputs, legacy_merge, llava_image_features
+from hcjax.models.text.llava import IMAGE_SIZE as LLAVA_SIZE
+from hcjax.models.text.llava import (IMAGE_TOKEN, LlavaProjector, check_merge_inputs, legacy_merge,
+                                     llava_image_features)
 from hcjax.pipelines.text_encoding import SKIP_LAYERS
 
-LLAVA_SIZE = 336
 IMAGE_FEATURES = 576                    # 24 x 24 CLIP ViT-L/14 patches at 336 px
-IMAGE_TOKEN = "<image>"
 SUFFIX = "\nThe %s looks like" + IMAGE_TOKEN
 DEFAULT_NAME = "object"                 # ``item_prompt`` default of hymm_sp's dataset
 UNCOND_NAME = "person"                  # ``text2tokens``' default name, used for the negative prompt

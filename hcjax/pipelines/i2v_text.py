@@ -54,15 +54,15 @@ import numpy as np
 
 from hcjax.models.text.clip import CLIPVisionConfig, CLIPVisionModel
 from hcjax.models.text.llama import LlamaConfig, LlamaEncoder
-from hcjax.models.text.llava import LlavaProjector, llava_image_features
+from hcjax.models.text.llava import IMAGE_SIZE as LLAVA_SIZE
+from hcjax.models.text.llava import IMAGE_TOKEN, LlavaProjector, llava_image_features
+from hcjax.models.text.templates import MAX_TEXT
 from hcjax.pipelines.text_encoding import SKIP_LAYERS
 
-MAX_TEXT = 256
-LLAVA_SIZE = 336
-IMAGE_TOKEN = "<image>"
 END_HEADER = "<|end_header_id|>"
 ASSISTANT_TOKENS = 4          # <|eot_id|> <|start_header_id|> assistant <|end_header_id|>
-# transformers' OPENAI_CLIP_MEAN / STD (llava-llama-3-8b's preprocessor config), and its rescale factor
+# transformers' OPENAI_CLIP_MEAN / STD (llava-llama-3-8b's preprocessor config), and its rescale factor. Not
+# custom_text's: hymm_sp's Normalize writes the blue mean as 0.4082107, a different float32.
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 RESCALE = 1 / 255

@@ -19,6 +19,9 @@ from hcjax.configs import resolve_dtype
 from hcjax.models.text.clip import gelu_erf
 from hcjax.nn.linear import Dense
 
+IMAGE_TOKEN = "<image>"       # the text placeholder of an image
+IMAGE_SIZE = 336               # llava-llama-3-8b's CLIP ViT-L/14-336 input (24 x 24 patches)
+
 
 class LlavaProjector(nn.Module):
     """LLaVA's ``multi_modal_projector``: ``linear_1 -> GELU (erf) -> linear_2``, ``vision_hidden`` (times the

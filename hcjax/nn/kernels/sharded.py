@@ -10,6 +10,8 @@ from typing import Callable
 import jax
 from jax.sharding import PartitionSpec as P
 
+from hcjax.parallel.mesh import context_mesh
+
 BATCH_AXES = ("data", "fsdp")
 HEAD_AXIS = "tensor"
 
@@ -24,8 +26,8 @@ def _kernel_axes(mesh, names) -> tuple[str, ...]:
 def per_device(kernel: Callable, q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Array) -> jax.Array:
     """``kernel(q, k, v, segment_ids)`` on head-major ``[B, H, L, D]`` arrays, per device under a mesh (batch
     split over the data axes, heads over ``tensor``; the sequence is never split here)."""
-    mesh = jax.sharding.get_abstract_mesh()
-    if mesh is None or mesh.empty:
+    mesh = context_mesh()
+    if mesh is None:
         return kernel(q, k, v, segment_ids)
     batch, heads = _kernel_axes(mesh, BATCH_AXES), _kernel_axes(mesh, (HEAD_AXIS,))
     if not batch and not heads:
