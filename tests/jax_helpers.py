@@ -32,3 +32,20 @@ def random_inputs(cfg, batch=2, latent_thw=(3, 4, 6), text_len=6, valid=(6, 3), 
         text_pooled=rng.standard_normal((batch, cfg.pooled_dim)).astype(np.float32),
         guidance=None if guidance is None else np.full((batch,), 6016.0, np.float32),
     )
+
+
+def run_device_checks(script: str, devices: int = 8, timeout: int = 900) -> dict:
+    """Runs ``tests/<script>`` in a subprocess with ``devices`` simulated CPU devices and returns the JSON dict
+    it prints on its last line."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, os.path.join(root, "tests", script)], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    print(proc.stdout, proc.stderr[-4000:])
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])

@@ -3,28 +3,19 @@
 The checks need 8 devices, so they run in one subprocess on simulated CPU devices
 (``tests/sequence_parallel_checks.py``), which prints its measured errors as one JSON line."""
 
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 
 from hcjax import configs
 from hcjax.parallel import axis_degree, check_degree
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.jax_helpers import run_device_checks
+
 TOL = 1e-5
 
 
 @pytest.fixture(scope="module")
 def results() -> dict:
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "sequence_parallel_checks.py")],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    print(proc.stdout, proc.stderr[-4000:])
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_device_checks("sequence_parallel_checks.py")
 
 
 @pytest.mark.parametrize("mode", ["ulysses", "ring"])

@@ -29,18 +29,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
+from hcjax.models.flops import dit_flops  # noqa: E402
+
 TEXT_LEN = 256
-
-
-def dit_flops(tokens: int, text: int, hidden: int = 3072, mlp: int = 12288, double: int = 20, single: int = 40
-              ) -> float:
-    """Forward FLOPs of the blocks: linears (double: qkv, proj, fc1, fc2 per stream; single: linear1, linear2)
-    and attention over ``tokens + text``."""
-    length = tokens + text
-    double_linear = 2 * length * (3 * hidden * hidden + hidden * hidden + 2 * hidden * mlp)
-    single_linear = 2 * length * (hidden * (3 * hidden + mlp) + (hidden + mlp) * hidden)
-    attention = 4 * length * length * hidden
-    return double * (double_linear + attention) + single * (single_linear + attention)
 
 
 def median_seconds(fn, sync, repeats: int, warmup: int = 1) -> float:

@@ -6,27 +6,40 @@ constraints and hcjax's sequence parallelism both read it from there (``jax.shar
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import jax
+from jax.experimental import mesh_utils
 from jax.sharding import AxisType
 
 MESH_AXES = ("data", "fsdp", "tensor", "sequence")
 
 
 def make_mesh(data: int = 1, fsdp: int = 1, tensor: int = 1, sequence: int = 1,
-              devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
-    """A mesh with axes ``data, fsdp, tensor, sequence`` (sizes as given; their product must equal the number of
-    devices used). Axes are ``Auto`` (the compiler propagates shardings; ``shard_map`` makes an axis manual)."""
-    sizes = (data, fsdp, tensor, sequence)
+              devices: Sequence[jax.Device] | None = None, *, dcn_data: int = 1, dcn_fsdp: int = 1,
+              dcn_tensor: int = 1, dcn_sequence: int = 1) -> jax.sharding.Mesh:
+    """A mesh with axes ``data, fsdp, tensor, sequence``. The first four sizes are per slice (ICI); the
+    ``dcn_*`` degrees multiply them across slices (multi-slice TPU pods: keep ``tensor`` and ``sequence`` inside
+    a slice and put ``data`` or ``fsdp`` over DCN). The product of all degrees must equal the number of devices.
+    Axes are ``Auto`` (the compiler propagates shardings; ``shard_map`` makes an axis manual)."""
+    ici = (data, fsdp, tensor, sequence)
+    dcn = (dcn_data, dcn_fsdp, dcn_tensor, dcn_sequence)
     devices = list(jax.devices() if devices is None else devices)
-    n = 1
-    for s in sizes:
-        n *= s
-    if min(sizes) < 1 or n != len(devices):
-        raise ValueError(f"mesh data={data} x fsdp={fsdp} x tensor={tensor} x sequence={sequence} = {n} devices, "
-                         f"but {len(devices)} devices are given")
-    return jax.make_mesh(sizes, MESH_AXES, axis_types=(AxisType.Auto,) * len(sizes), devices=devices)
+    n = math.prod(ici) * math.prod(dcn)
+    if min(ici + dcn) < 1 or n != len(devices):
+        degrees = " x ".join(f"{a}={i}" + (f"*{d}" if d > 1 else "") for a, i, d in zip(MESH_AXES, ici, dcn))
+        raise ValueError(f"mesh {degrees} = {n} devices, but {len(devices)} devices are given; choose degrees "
+                         f"whose product is {len(devices)}")
+    axis_types = (AxisType.Auto,) * len(MESH_AXES)
+    if math.prod(dcn) == 1:
+        return jax.make_mesh(ici, MESH_AXES, axis_types=axis_types, devices=devices)
+    slices = {getattr(d, "slice_index", 0) for d in devices}
+    if len(slices) != math.prod(dcn):
+        raise ValueError(f"dcn degrees {dcn} make {math.prod(dcn)} slices, but the devices come from {len(slices)} "
+                         "slice(s); set the dcn_* degrees to the number of slices")
+    grid = mesh_utils.create_hybrid_device_mesh(ici, dcn, devices)
+    return jax.sharding.Mesh(grid, MESH_AXES, axis_types=axis_types)
 
 
 def context_mesh() -> jax.sharding.AbstractMesh | None:

@@ -40,3 +40,27 @@ ACTIVATION_AXES = {
     "activation_length": "tokens",
     "activation_embed": "hidden features",
 }
+
+# Logical name -> mesh axes. Weights are split over ``fsdp`` and ``sequence`` on their hidden (``embed``) side
+# (ZeRO-3 over every chip that does not split heads: the sequence-parallel chips hold different tokens of the
+# same samples, so they share the weights' storage too) and over ``tensor`` on their wide side (Megatron-style);
+# activations put samples over ``data`` x ``fsdp`` and tokens over ``sequence``. Names not listed (``layers``,
+# ``head_dim``, patch kernels, ...) are replicated.
+LOGICAL_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
+    ("activation_batch", ("data", "fsdp")),
+    ("activation_length", "sequence"),
+    ("activation_embed", None),
+    ("layers", None),
+    ("embed", ("fsdp", "sequence")),
+    ("text_embed", ("fsdp", "sequence")),
+    ("conv_in", ("fsdp", "sequence")),
+    ("mlp", "tensor"),
+    ("qkv", "tensor"),
+    ("qkv_mlp", "tensor"),
+    ("attn", "tensor"),
+    ("attn_mlp", "tensor"),
+    ("modulation", "tensor"),
+    ("kv", "tensor"),
+    ("vocab", "tensor"),
+    ("conv_out", "tensor"),
+)

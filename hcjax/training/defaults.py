@@ -1,0 +1,55 @@
+"""The default experiment config every ``experiments/configs/*.py`` starts from; its keys are the only ones
+``--config.key=value`` accepts."""
+
+from __future__ import annotations
+
+import ml_collections
+
+from hcjax.training.loss import FlowMatchingLoss
+from hcjax.training.optimizer import OptimizerConfig
+
+
+def _from_dataclass(obj) -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict({k: getattr(obj, k) for k in obj.__dataclass_fields__})
+
+
+def default_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.name = "run"
+    c.model = ml_collections.ConfigDict(dict(
+        preset="hunyuan-video-t2v",
+        init_from="",               # a model directory (``hcjax convert``) to fine-tune; "" = fresh init
+        dtype="bfloat16",           # compute dtype; params and optimizer state stay fp32
+        remat="full",               # none | full | save_dots | offload
+        attention="auto",
+        sequence_parallel="none",   # none | ulysses | ring (over the mesh's ``sequence`` axis)
+        depth_double=-1,            # > 0 overrides the preset (smoke runs of the full width)
+        depth_single=-1,
+    ))
+    c.mesh = ml_collections.ConfigDict(dict(data=1, fsdp=-1, tensor=1, sequence=1, dcn_data=1, dcn_fsdp=1))
+    c.data = ml_collections.ConfigDict(dict(
+        source="synthetic",          # synthetic | tfds (an ArrayRecord dataset of tools/precompute_dataset.py)
+        path="",
+        split="train",
+        synthetic_records=64,
+        synthetic_shape=(2, 4, 6),   # latent (T, H, W) of the synthetic clips
+        synthetic_text_len=8,
+        seed=0,
+    ))
+    c.loss = _from_dataclass(FlowMatchingLoss())
+    c.optim = _from_dataclass(OptimizerConfig())
+    c.train = ml_collections.ConfigDict(dict(
+        steps=1000,
+        global_batch=8,
+        seed=0,
+        trainable=("*",),            # fnmatch patterns over param paths (hcjax.training.trainable)
+        workdir="runs/run",
+        log_every=10,
+        checkpoint_every=200,
+        keep_checkpoints=3,
+        export=True,                 # write the final params as a model directory (workdir/export)
+        tensorboard=True,
+        progress=True,
+        distributed=False,           # jax.distributed.initialize() first (multi-host pods)
+    ))
+    return c

@@ -1,0 +1,256 @@
+"""The training run behind ``hcjax train``: everything is built and checked first (config, mesh, data, model,
+checkpoint compatibility), then the loop runs the sharded step, logs, and checkpoints asynchronously; a killed
+run started again with the same config resumes from its last checkpoint to the same losses.
+
+Logs go to ``WORKDIR/metrics.jsonl`` (one line per logged step), TensorBoard (``WORKDIR/tb``) and a progress
+bar; checkpoints to ``WORKDIR/checkpoints``; the final params to ``WORKDIR/export`` (a model directory).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from hcjax import configs
+from hcjax.models import HunyuanVideoDiT, logical_axes
+from hcjax.models.flops import train_step_flops
+from hcjax.models.params import init_params
+from hcjax.parallel import distributed
+from hcjax.parallel.mesh import make_mesh
+from hcjax.training import loss as loss_lib
+from hcjax.training import optimizer as optimizer_lib
+from hcjax.training import state as state_lib
+from hcjax.training import trainable as trainable_lib
+from hcjax.training.checkpoint import TrainCheckpointer, export_params
+from hcjax.training.data import make_iterator
+from hcjax.training.data_source import check_dataset, open_dataset
+from hcjax.training.data_synthetic import SyntheticSource
+from hcjax.training.metrics import MetricsWindow
+from hcjax.training.sharded_step import ShardedStep, batch_sharding
+from hcjax.training.step import make_train_step
+
+
+@dataclasses.dataclass
+class Run:
+    """Everything a run needs, built and checked before the first step."""
+
+    config: ml_collections.ConfigDict
+    preset: configs.Preset
+    dit: configs.DiTConfig
+    mesh: Any
+    source: Any
+    null_text: dict
+    loss: loss_lib.FlowMatchingLoss
+    optim: optimizer_lib.OptimizerConfig
+    tx: Any
+    trainable: set
+    abstract_state: state_lib.TrainState
+    shardings: state_lib.TrainState
+    workdir: Path
+
+
+def _dit_config(c: ml_collections.ConfigDict) -> tuple[configs.Preset, configs.DiTConfig]:
+    preset = configs.get(c.model.preset)
+    changes = dict(dtype=c.model.dtype, param_dtype="float32", remat_policy=c.model.remat,
+                   attention_impl=c.model.attention, sequence_parallel=c.model.sequence_parallel)
+    if c.model.depth_double > 0:
+        changes["depth_double"] = c.model.depth_double
+    if c.model.depth_single > 0:
+        changes["depth_single"] = c.model.depth_single
+    return preset, preset.dit.replace(**changes)
+
+
+def _mesh(c: ml_collections.ConfigDict):
+    m = c.mesh
+    n = jax.device_count()
+    known = m.data * m.tensor * m.sequence * m.dcn_data * m.dcn_fsdp
+    fsdp = m.fsdp if m.fsdp > 0 else n // known
+    if fsdp < 1 or n % known:
+        raise ValueError(f"mesh data={m.data} x tensor={m.tensor} x sequence={m.sequence} (x dcn {m.dcn_data}, "
+                         f"{m.dcn_fsdp}) does not divide the {n} devices; change --config.mesh.*")
+    return make_mesh(data=m.data, fsdp=fsdp, tensor=m.tensor, sequence=m.sequence, dcn_data=m.dcn_data,
+                     dcn_fsdp=m.dcn_fsdp)
+
+
+def _source(c: ml_collections.ConfigDict, dit: configs.DiTConfig):
+    d = c.data
+    if d.source == "synthetic":
+        return SyntheticSource.for_model(dit, d.synthetic_records, latent_shapes=(tuple(d.synthetic_shape),),
+                                         text_len=d.synthetic_text_len, seed=d.seed)
+    if d.source == "tfds":
+        if not d.path:
+            raise ValueError("data.source is tfds but data.path is empty; pass --config.data.path=DATASET_DIR "
+                             "(made by tools/precompute_dataset.py)")
+        return open_dataset(d.path, d.split)
+    raise ValueError(f"data.source {d.source!r} must be synthetic or tfds")
+
+
+def null_text(source) -> dict:
+    """The empty prompt's embedding for text dropout: the dataset's own if it has one, else zero states with
+    only the first token valid."""
+    own = getattr(source, "null_text", None)
+    if callable(own):
+        return own()
+    s = source.spec
+    return {"text_states": np.zeros((s.text_len, s.text_dim), np.float32),
+            "text_mask": (np.arange(s.text_len) == 0).astype(np.int32),
+            "text_pooled": np.zeros((s.pooled_dim,), np.float32)}
+
+
+def build(config: ml_collections.ConfigDict) -> Run:
+    """Checks and builds a run; every error here comes before any training work."""
+    c = config
+    if c.train.distributed:
+        distributed.initialize()
+    preset, dit = _dit_config(c)
+    loss = loss_lib.FlowMatchingLoss(**c.loss.to_dict())
+    optim = optimizer_lib.OptimizerConfig(**c.optim.to_dict())
+    if c.train.global_batch % optim.accum_steps:
+        raise ValueError(f"train.global_batch {c.train.global_batch} is not a multiple of optim.accum_steps "
+                         f"{optim.accum_steps}")
+    mesh = _mesh(c)
+    batch_sharding(mesh, c.train.global_batch)
+    if c.model.init_from:
+        from hcjax.convert.model_dir import read_model_info
+
+        stored = read_model_info(c.model.init_from)["preset"]
+        if stored != preset.name:
+            raise ValueError(f"model.init_from {c.model.init_from} holds a {stored!r} model, but model.preset is "
+                             f"{preset.name!r}; set --config.model.preset={stored} or convert the right checkpoint")
+    source = _source(c, dit)
+    check_dataset(source, dit)
+    tx = optimizer_lib.make_optimizer(optim, c.train.steps)
+    from hcjax.models.params import abstract_params
+
+    params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, np.float32), abstract_params(dit))
+    chosen = trainable_lib.select(params, tuple(c.train.trainable))
+    abstract = state_lib.abstract(params, tx, chosen, ema=optim.ema_decay > 0)
+    shardings = state_lib.shardings(abstract, logical_axes(dit), mesh, tx, chosen)
+    return Run(c, preset, dit, mesh, source, null_text(source), loss, optim, tx, chosen, abstract, shardings,
+               Path(c.train.workdir))
+
+
+def _fresh_state(run: Run) -> state_lib.TrainState:
+    c = run.config
+    ema = run.optim.ema_decay > 0
+    if c.model.init_from:
+        from hcjax.convert.model_dir import load_model_dir
+
+        _, params, _ = load_model_dir(c.model.init_from, parts=("dit",))
+        create = lambda p: state_lib.create(p, run.tx, run.trainable, c.train.seed, ema)  # noqa: E731
+        return jax.jit(create, out_shardings=run.shardings)(params)
+
+    def create_fresh():
+        return state_lib.create(init_params(run.dit, c.train.seed), run.tx, run.trainable, c.train.seed, ema)
+
+    return jax.jit(create_fresh, out_shardings=run.shardings)()
+
+
+def _tokens(run: Run) -> int:
+    shapes = [b for b in run.source.buckets]
+    pt, ph, pw = run.dit.patch_size
+    return int(max(t // pt * (h // ph) * (w // pw) for t, h, w in shapes))
+
+
+class _Log:
+    """metrics.jsonl (cut back to the resumed step), TensorBoard and the progress bar."""
+
+    def __init__(self, run: Run, start: int, total: int):
+        self.primary = jax.process_index() == 0
+        self.path = run.workdir / "metrics.jsonl"
+        self.tb = self.bar = None
+        if not self.primary:
+            return
+        run.workdir.mkdir(parents=True, exist_ok=True)
+        kept = []
+        if self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines()
+                    if line.strip() and json.loads(line)["step"] <= start]
+        self.path.write_text("".join(line + "\n" for line in kept))
+        if run.config.train.tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self.tb = SummaryWriter(str(run.workdir / "tb"))
+        if run.config.train.progress:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=start, desc=run.config.name, unit="step")
+
+    def write(self, step: int, record: dict) -> None:
+        if not self.primary:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps({"step": step, **record}) + "\n")
+        if self.tb is not None:
+            for k, v in record.items():
+                self.tb.add_scalar(f"train/{k}", v, step)
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{record['loss']:.4f}")
+
+    def advance(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+        if self.bar is not None:
+            self.bar.close()
+
+
+def train(config: ml_collections.ConfigDict) -> list[dict]:
+    """Runs (or resumes) the training of ``config``; returns the logged records."""
+    return run_training(build(config))
+
+
+def run_training(run: Run) -> list[dict]:
+    """The loop of a built run (``build``); resumes from the run's latest checkpoint if there is one."""
+    c = run.config
+    total = c.train.steps
+    data = make_iterator(run.source, global_batch=c.train.global_batch, seed=c.data.seed)
+    step_fn = ShardedStep(make_train_step(HunyuanVideoDiT(run.dit), run.loss, run.optim, run.tx, run.trainable),
+                          run.mesh, run.shardings)
+    schedule = optimizer_lib.learning_rate_schedule(run.optim, total)
+    with TrainCheckpointer(run.workdir / "checkpoints", save_every=c.train.checkpoint_every,
+                           keep=c.train.keep_checkpoints, model_config=run.dit) as ckpt:
+        restored = ckpt.restore_latest(state_lib.with_shardings(run.abstract_state, run.shardings), data)
+        state, start = restored if restored is not None else (_fresh_state(run), 0)
+        log = _Log(run, start, total)
+        window = MetricsWindow(train_step_flops(run.dit, _tokens(run), run.source.spec.text_len,
+                                                c.train.global_batch, run.dit.remat_policy),
+                               c.train.global_batch, _tokens(run))
+        records = []
+        try:
+            for step in range(start, total):
+                state, metrics = step_fn(state, next(data), run.null_text)
+                window.add(metrics)
+                done = step + 1
+                if done % c.train.log_every == 0 or done == total:
+                    record = window.report() | {"learning_rate": float(schedule(step))}
+                    log.write(done, record)
+                    records.append({"step": done, **record})
+                if done % c.train.checkpoint_every == 0 or done == total:
+                    ckpt.save(done, state, data, force=True)
+                log.advance()
+        finally:
+            log.close()
+        ckpt.wait()
+    if c.train.export and jax.process_index() == 0 and start < total:
+        export = run.workdir / "export"
+        if export.exists():
+            import shutil
+
+            shutil.rmtree(export)
+        params = jax.device_get(state.params)
+        if c.model.init_from:
+            export_params(export, run.preset.name, params, base_model_dir=c.model.init_from)
+        else:  # a model trained from scratch comes with a freshly initialised VAE
+            export_params(export, run.preset.name, params, vae_params=init_params(run.preset.vae, 0))
+    return records
+
