@@ -33,7 +33,11 @@ def make_mesh(data: int = 1, fsdp: int = 1, tensor: int = 1, sequence: int = 1,
                          f"whose product is {len(devices)}")
     axis_types = (AxisType.Auto,) * len(MESH_AXES)
     if math.prod(dcn) == 1:
-        return jax.make_mesh(ici, MESH_AXES, axis_types=axis_types, devices=devices)
+        try:
+            return jax.make_mesh(ici, MESH_AXES, axis_types=axis_types, devices=devices)
+        except NotImplementedError:  # e.g. an axis of 8 on a 4x4x4 torus: split a physical axis
+            grid = mesh_utils.create_device_mesh(ici, devices, allow_split_physical_axes=True)
+            return jax.sharding.Mesh(grid, MESH_AXES, axis_types=axis_types)
     slices = {getattr(d, "slice_index", 0) for d in devices}
     if len(slices) != math.prod(dcn):
         raise ValueError(f"dcn degrees {dcn} make {math.prod(dcn)} slices, but the devices come from {len(slices)} "

@@ -79,6 +79,7 @@ class AotReport:
     temp_bytes: int
     hbm_bytes: float | None
     model_flops: float
+    splash_kernels: bool
 
     @property
     def peak_bytes(self) -> int:
@@ -99,7 +100,8 @@ class AotReport:
                  + (f" of {self.hbm_bytes / GIB:.0f} GiB HBM ({self.peak_bytes / self.hbm_bytes:.0%})"
                     if self.hbm_bytes else ""),
                  f"model FLOPs per step {self.model_flops / 1e15:.1f} PFLOP ({self.model_flops / self.chips / 1e12:.0f} "
-                 "TFLOP per chip)"]
+                 "TFLOP per chip)",
+                 f"splash attention kernels in the program: {'yes' if self.splash_kernels else 'no'}"]
         if self.hbm_bytes:
             lines.append("fits" if self.peak_bytes <= self.hbm_bytes else "DOES NOT FIT")
         return "\n".join(lines)
@@ -209,5 +211,6 @@ def compile_plan(plan: AotPlan) -> AotReport:
     return AotReport(plan=plan, topology_name=topo_name, chips=len(devices), mesh=degrees, tokens=tokens,
                      compile_seconds=seconds, argument_bytes=int(mem.argument_size_in_bytes),
                      output_bytes=int(mem.output_size_in_bytes), alias_bytes=int(mem.alias_size_in_bytes),
-                     temp_bytes=int(mem.temp_size_in_bytes), hbm_bytes=_hbm(topo_name), model_flops=flops)
+                     temp_bytes=int(mem.temp_size_in_bytes), hbm_bytes=_hbm(topo_name), model_flops=flops,
+                     splash_kernels="splash" in compiled.as_text())
 
