@@ -143,7 +143,7 @@ def test_other_model_is_refused_before_reading_arrays(tmp_path, change):
     with ckpt, pytest.raises(ValueError) as err:
         ckpt.restore_latest(abstract(other), FakeIterator())
     msg = str(err.value)
-    assert "checkpoint of another model" in msg and "--config.checkpoint_dir" in msg and "start fresh" in msg
+    assert "checkpoint of another model" in msg and "--config.train.workdir" in msg and "start fresh" in msg
     expected = {"shape": "state params/blocks/w: checkpoint has [[4, 3], 'float32'], now [[4, 4], 'float32']",
                 "key": "state params/extra: not in the checkpoint",
                 "config": "config hidden_size: checkpoint has 64, now 128"}[change]

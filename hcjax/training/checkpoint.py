@@ -112,7 +112,7 @@ class TrainCheckpointer:
         """Raises one ``ValueError`` listing the differences (model config, state keys, shapes, dtypes) between
         the checkpoint at ``step`` and ``abstract_state``. Reads only the small JSON metadata item."""
         where = self.directory / str(step)
-        fix = (f"Point --config.checkpoint_dir at this model's own checkpoints, or start fresh from an empty "
+        fix = (f"Point --config.train.workdir at this model's own run, or start fresh from an empty "
                f"directory (or delete {self.directory}).")
         try:
             meta = self.manager.restore(step, args=ocp.args.Composite(**{MODEL: ocp.args.JsonRestore()}))[MODEL]

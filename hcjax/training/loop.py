@@ -20,7 +20,7 @@ import numpy as np
 from hcjax import configs
 from hcjax.models import HunyuanVideoDiT, logical_axes
 from hcjax.models.flops import train_step_flops
-from hcjax.models.params import init_params
+from hcjax.models.params import abstract_params, init_params
 from hcjax.parallel import distributed
 from hcjax.parallel.mesh import make_mesh
 from hcjax.training import loss as loss_lib
@@ -126,8 +126,6 @@ def build(config: ml_collections.ConfigDict) -> Run:
     source = _source(c, dit)
     check_dataset(source, dit)
     tx = optimizer_lib.make_optimizer(optim, c.train.steps)
-    from hcjax.models.params import abstract_params
-
     params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, np.float32), abstract_params(dit))
     chosen = trainable_lib.select(params, tuple(c.train.trainable))
     abstract = state_lib.abstract(params, tx, chosen, ema=optim.ema_decay > 0)
@@ -222,9 +220,9 @@ def run_training(run: Run) -> list[dict]:
         restored = ckpt.restore_latest(state_lib.with_shardings(run.abstract_state, run.shardings), data)
         state, start = restored if restored is not None else (_fresh_state(run), 0)
         log = _Log(run, start, total)
-        window = MetricsWindow(train_step_flops(run.dit, _tokens(run), run.source.spec.text_len,
-                                                c.train.global_batch, run.dit.remat_policy),
-                               c.train.global_batch, _tokens(run))
+        tokens = _tokens(run)
+        window = MetricsWindow(train_step_flops(run.dit, tokens, run.source.spec.text_len, c.train.global_batch,
+                                                run.dit.remat_policy), c.train.global_batch, tokens)
         records = []
         try:
             for step in range(start, total):
