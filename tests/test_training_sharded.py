@@ -23,5 +23,6 @@ def test_sharded_step_equals_unsharded(results, mesh):
 
 
 def test_params_really_sharded(results):
-    assert results["fsdp4_tensor2_sharded_params"] > 30, results  # weights split over fsdp / tensor
-    assert results["data2_seq4_sharded_params"] == 0, results     # pure data / sequence parallelism replicates
+    # weights split over fsdp / tensor; with sequence parallelism their hidden side is split over `sequence`
+    assert results["fsdp4_tensor2_sharded_params"] > 30, results
+    assert results["data2_seq4_sharded_params"] > 30, results
