@@ -19,13 +19,16 @@ MESH_AXES = ("data", "fsdp", "tensor", "sequence")
 def make_mesh(data: int = 1, fsdp: int = 1, tensor: int = 1, sequence: int = 1,
               devices: Sequence[jax.Device] | None = None, *, dcn_data: int = 1, dcn_fsdp: int = 1,
               dcn_tensor: int = 1, dcn_sequence: int = 1) -> jax.sharding.Mesh:
-    """A mesh with axes ``data, fsdp, tensor, sequence``. The first four sizes are per slice (ICI); the
+    """A mesh with axes ``data, fsdp, tensor, sequence``; ``fsdp=-1`` takes the devices the other degrees leave.
+    The first four sizes are per slice (ICI); the
     ``dcn_*`` degrees multiply them across slices (multi-slice TPU pods: keep ``tensor`` and ``sequence`` inside
     a slice and put ``data`` or ``fsdp`` over DCN). The product of all degrees must equal the number of devices.
     Axes are ``Auto`` (the compiler propagates shardings; ``shard_map`` makes an axis manual)."""
-    ici = (data, fsdp, tensor, sequence)
     dcn = (dcn_data, dcn_fsdp, dcn_tensor, dcn_sequence)
     devices = list(jax.devices() if devices is None else devices)
+    if fsdp == -1:
+        fsdp = max(len(devices) // (data * tensor * sequence * math.prod(dcn)), 1)
+    ici = (data, fsdp, tensor, sequence)
     n = math.prod(ici) * math.prod(dcn)
     if min(ici + dcn) < 1 or n != len(devices):
         degrees = " x ".join(f"{a}={i}" + (f"*{d}" if d > 1 else "") for a, i, d in zip(MESH_AXES, ici, dcn))

@@ -64,6 +64,12 @@ def param_shardings(cfg, mesh, rules: Rules = LOGICAL_RULES) -> Any:
     return tree_shardings(abstract_params(cfg), logical_axes(cfg), mesh, rules)
 
 
+def with_shardings(tree: Any, shardings: Any) -> Any:
+    """``ShapeDtypeStruct`` s of ``tree`` 's leaves carrying the matching ``shardings`` (what a lowering for a mesh
+    or a sharded restore takes)."""
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+
+
 def replicated(mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 

@@ -144,9 +144,8 @@ def _batch(cfg, plan: AotPlan, batch: int) -> dict:
 
 
 def _mesh(plan: AotPlan, devices):
-    n = len(devices)
-    fsdp = plan.fsdp or n // (plan.sequence * plan.tensor * plan.data)
-    return make_mesh(data=plan.data, fsdp=fsdp, tensor=plan.tensor, sequence=plan.sequence, devices=devices)
+    return make_mesh(data=plan.data, fsdp=plan.fsdp or -1, tensor=plan.tensor, sequence=plan.sequence,
+                     devices=devices)
 
 
 def _lower_train(cfg, plan: AotPlan, mesh, batch: dict):
@@ -167,14 +166,13 @@ def _lower_sample(cfg, plan: AotPlan, mesh, batch: dict):
     import flax.linen as nn
 
     from hcjax.parallel.rules import LOGICAL_RULES
-    from hcjax.parallel.shardings import tree_shardings
+    from hcjax.parallel.shardings import tree_shardings, with_shardings
     from hcjax.training.sharded_step import tree_batch_shardings
 
     params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, jnp.bfloat16), abstract_params(cfg))
     p_sh = tree_shardings(params, logical_axes(cfg), mesh)
     b_sh = tree_batch_shardings(batch, mesh)
-    attach = lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s)  # noqa: E731
-    params, batch = jax.tree.map(attach, params, p_sh), jax.tree.map(attach, batch, b_sh)
+    params, batch = with_shardings(params, p_sh), with_shardings(batch, b_sh)
     b = batch["latents"].shape[0]
     timestep = jax.ShapeDtypeStruct((b,), jnp.float32, sharding=b_sh["text_pooled"])
     guidance = timestep if cfg.guidance_embed else None

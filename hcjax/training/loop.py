@@ -23,6 +23,7 @@ from hcjax.models.flops import train_step_flops
 from hcjax.models.params import abstract_params, init_params
 from hcjax.parallel import distributed
 from hcjax.parallel.mesh import make_mesh
+from hcjax.parallel.shardings import with_shardings
 from hcjax.training import loss as loss_lib
 from hcjax.training import optimizer as optimizer_lib
 from hcjax.training import state as state_lib
@@ -68,14 +69,11 @@ def _dit_config(c: ml_collections.ConfigDict) -> tuple[configs.Preset, configs.D
 
 def _mesh(c: ml_collections.ConfigDict):
     m = c.mesh
-    n = jax.device_count()
-    known = m.data * m.tensor * m.sequence * m.dcn_data * m.dcn_fsdp
-    fsdp = m.fsdp if m.fsdp > 0 else n // known
-    if fsdp < 1 or n % known:
-        raise ValueError(f"mesh data={m.data} x tensor={m.tensor} x sequence={m.sequence} (x dcn {m.dcn_data}, "
-                         f"{m.dcn_fsdp}) does not divide the {n} devices; change --config.mesh.*")
-    return make_mesh(data=m.data, fsdp=fsdp, tensor=m.tensor, sequence=m.sequence, dcn_data=m.dcn_data,
-                     dcn_fsdp=m.dcn_fsdp)
+    try:
+        return make_mesh(data=m.data, fsdp=m.fsdp if m.fsdp > 0 else -1, tensor=m.tensor, sequence=m.sequence,
+                         dcn_data=m.dcn_data, dcn_fsdp=m.dcn_fsdp)
+    except ValueError as e:
+        raise ValueError(f"{e} (set --config.mesh.*)") from None
 
 
 def _source(c: ml_collections.ConfigDict, dit: configs.DiTConfig):
@@ -151,9 +149,8 @@ def _fresh_state(run: Run) -> state_lib.TrainState:
 
 
 def _tokens(run: Run) -> int:
-    shapes = [b for b in run.source.buckets]
     pt, ph, pw = run.dit.patch_size
-    return int(max(t // pt * (h // ph) * (w // pw) for t, h, w in shapes))
+    return int(max(t // pt * (h // ph) * (w // pw) for t, h, w in run.source.buckets))
 
 
 class _Log:
@@ -217,7 +214,7 @@ def run_training(run: Run) -> list[dict]:
     schedule = optimizer_lib.learning_rate_schedule(run.optim, total)
     with TrainCheckpointer(run.workdir / "checkpoints", save_every=c.train.checkpoint_every,
                            keep=c.train.keep_checkpoints, model_config=run.dit) as ckpt:
-        restored = ckpt.restore_latest(state_lib.with_shardings(run.abstract_state, run.shardings), data)
+        restored = ckpt.restore_latest(with_shardings(run.abstract_state, run.shardings), data)
         state, start = restored if restored is not None else (_fresh_state(run), 0)
         log = _Log(run, start, total)
         tokens = _tokens(run)

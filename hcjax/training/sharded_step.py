@@ -13,6 +13,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from hcjax.parallel.mesh import axis_degree
 from hcjax.parallel.rules import LOGICAL_RULES
+from hcjax.parallel.shardings import with_shardings
 
 BATCH_AXES = ("data", "fsdp")
 
@@ -67,8 +68,7 @@ class ShardedStep:
         """Lowers for abstract arguments: the global batch and state as ``ShapeDtypeStruct`` s (shardings are
         attached here)."""
         batch_sh, null_sh = self._shard_args(batch, null_text)
-        attach = lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s)  # noqa: E731
-        state = jax.tree.map(attach, state, self.state_shardings)
-        batch, null_text = jax.tree.map(attach, batch, batch_sh), jax.tree.map(attach, null_text, null_sh)
+        state = with_shardings(state, self.state_shardings)
+        batch, null_text = with_shardings(batch, batch_sh), with_shardings(null_text, null_sh)
         with jax.set_mesh(self.mesh):
             return self._jitted.lower(state, batch, null_text)

@@ -60,7 +60,3 @@ def shardings(state: TrainState, logical: Any, mesh, tx: optax.GradientTransform
     return TrainState(step=replicated, params=params, opt_state=opt_state,
                       ema=None if state.ema is None else train, rng=replicated)
 
-
-def with_shardings(state: TrainState, shardings_: TrainState) -> TrainState:
-    """``ShapeDtypeStruct`` s carrying their target shardings (what a sharded restore needs)."""
-    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings_)
