@@ -207,11 +207,17 @@ class Preset:
     vae: VAEConfig
     description: str = ""
     sampler: SamplerDefaults = SamplerDefaults()
+    # The Whisper encoder whose hidden states the model's audio adapter reads (None: no audio input).
+    audio_encoder: Any = None
 
     @property
     def image_to_video(self) -> bool:
         """Whether the model animates a first-frame image (token replacement)."""
         return any(m.name == "token_replace" for m in self.dit.mechanisms)
+
+    def mechanism(self, name: str) -> Any:
+        """The DiT's conditioning mechanism called ``name``, or None."""
+        return next((m for m in self.dit.mechanisms if m.name == name), None)
 
 
 def _hunyuan_video_t2v() -> Preset:
@@ -263,11 +269,53 @@ def _tiny_i2v() -> Preset:
                                description="the tiny model with the I2V structure (token replacement)")
 
 
+CUSTOM_SAMPLER = SamplerDefaults(steps=30, shift=13.0, embedded_guidance=None, cfg_scale=7.5, fps=25.0)
+CUSTOM_EDITING_SAMPLER = dataclasses.replace(CUSTOM_SAMPLER, steps=50, shift=5.0)
+
+
+def _custom(kind: str, tiny: bool = False) -> Preset:
+    """HunyuanCustom: ``kind`` "image" (ref2v), "audio" or "editing". Every variant has the identity
+    references and no guidance embedding; audio adds the AudioNet, editing the masked-video input."""
+    from hcjax.conditioning.audio import CustomAudio
+    from hcjax.conditioning.editing import Editing
+    from hcjax.conditioning.identity import Identity
+    from hcjax.models.audio.whisper import WhisperEncoderConfig
+
+    base = _tiny() if tiny else _hunyuan_video_t2v()
+    whisper = (WhisperEncoderConfig(d_model=16, encoder_layers=4, encoder_attention_heads=2, encoder_ffn_dim=32)
+               if tiny else WhisperEncoderConfig.tiny())
+    audio = (CustomAudio(double_blocks=(0, 1), channels=whisper.d_model, hidden=32, head_dim=32) if tiny
+             else CustomAudio())
+    mechanisms = {"image": (Identity(),), "audio": (Identity(), audio), "editing": (Identity(), Editing())}[kind]
+    sampler = CUSTOM_EDITING_SAMPLER if kind == "editing" else CUSTOM_SAMPLER
+    if tiny:
+        sampler = dataclasses.replace(sampler, frames=base.sampler.frames, height=base.sampler.height,
+                                      width=base.sampler.width, steps=min(sampler.steps, base.sampler.steps))
+    suffix = "" if kind == "image" else f"-{kind}"
+    what = {"image": "subject references (image-driven, ref2v)", "audio": "references + audio (AudioNet)",
+            "editing": "references + masked source video (video-driven editing)"}[kind]
+    return Preset(
+        f"tiny-custom{suffix}" if tiny else f"hunyuan-custom{suffix}",
+        base.dit.replace(guidance_embed=False, mechanisms=mechanisms),
+        base.vae,
+        (f"the tiny model with the HunyuanCustom {kind} structure" if tiny
+         else f"HunyuanCustom 13B: {what}; classic CFG 7.5, official numbers"),
+        sampler,
+        audio_encoder=whisper if kind == "audio" else None,
+    )
+
+
 _PRESETS: dict[str, Callable[[], Preset]] = {
     "hunyuan-video-t2v": _hunyuan_video_t2v,
     "hunyuan-video-i2v": _hunyuan_video_i2v,
+    "hunyuan-custom": lambda: _custom("image"),
+    "hunyuan-custom-audio": lambda: _custom("audio"),
+    "hunyuan-custom-editing": lambda: _custom("editing"),
     "tiny": _tiny,
     "tiny-i2v": _tiny_i2v,
+    "tiny-custom": lambda: _custom("image", tiny=True),
+    "tiny-custom-audio": lambda: _custom("audio", tiny=True),
+    "tiny-custom-editing": lambda: _custom("editing", tiny=True),
 }
 
 

@@ -19,30 +19,35 @@ from hcjax.models.params import abstract_params
 SOURCES = ("official", "diffusers")
 STACKS = ("double_blocks", "single_blocks", "blocks")
 # hcjax module names whose official spelling has a "." before an index.
-_SEQUENTIAL = {"mlp_0": "mlp.0", "mlp_2": "mlp.2", "adaLN_modulation_1": "adaLN_modulation.1"}
+_SEQUENTIAL = re.compile(r"(mlp|adaLN_modulation|audio_models)_(\d+)")
 
 
-def official_key(path: Path, layer: int | None) -> tuple[str, str]:
-    """``(key, kind)`` of the official tensor behind param ``path`` (of layer ``layer`` in a stack)."""
+def official_key(path: Path, layer: int | None, mechanisms: tuple[str, ...] = ()) -> tuple[str, str]:
+    """``(key, kind)`` of the official tensor behind param ``path`` (of layer ``layer`` in a stack). The params
+    of a conditioning mechanism live under its name, which the official keys do not have (``audio/audio_proj``
+    is ``audio_proj``)."""
     *modules, leaf = path
+    if modules and modules[0] in mechanisms:
+        modules = modules[1:]
     parts = []
     for m in modules:
-        parts.append(_SEQUENTIAL.get(m, m))
+        parts.append(_SEQUENTIAL.sub(r"\1.\2", m) if _SEQUENTIAL.fullmatch(m) else m)
         if m in STACKS:
             parts.append(str(layer))
     suffix = {"kernel": "weight", "scale": "weight", "bias": "bias"}[leaf]
     return ".".join(parts + [suffix]), leaf
 
 
-def official_plan(targets: Mapping) -> dict[Path, Any]:
-    """One rule per param (per layer for stacked params), from the official key of each."""
+def official_plan(targets: Mapping, mechanisms: tuple[str, ...] = ()) -> dict[Path, Any]:
+    """One rule per param (per layer for stacked params), from the official key of each; ``mechanisms``: the
+    names of the config's conditioning mechanisms."""
     plan = {}
     for path, target in flatten(targets).items():
         stacked = any(m in STACKS for m in path[:-1])
         layers = range(target.shape[0]) if stacked else [None]
         rules = []
         for layer in layers:
-            key, leaf = official_key(path, layer)
+            key, leaf = official_key(path, layer, mechanisms)
             ndim = len(target.shape) - stacked
             kind = "vector" if leaf != "kernel" else ("conv" if ndim == 5 else "linear")
             rules.append(Rule((key,), kind))
@@ -116,6 +121,10 @@ def diffusers_rule(rule: Rule, cfg: DiTConfig) -> Rule:
 
 
 def diffusers_plan(targets: Mapping, cfg: DiTConfig) -> dict[Path, Any]:
+    if cfg.mechanisms and any(m.name != "token_replace" for m in cfg.mechanisms):
+        raise ValueError("diffusers has no format for the HunyuanCustom / Avatar / HuMo conditioning "
+                         f"({', '.join(m.name for m in cfg.mechanisms)}): convert the official checkpoint "
+                         "with source='official'")
     plan = {}
     for path, entry in official_plan(targets).items():
         plan[path] = ([diffusers_rule(r, cfg) for r in entry] if isinstance(entry, list)
@@ -132,6 +141,7 @@ def dit_from_torch(state_dict: Mapping[str, Any], cfg: DiTConfig, source: str = 
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
     targets = abstract_params(cfg)
-    plan = official_plan(targets) if source == "official" else diffusers_plan(targets, cfg)
+    names = tuple(m.name for m in cfg.mechanisms)
+    plan = official_plan(targets, names) if source == "official" else diffusers_plan(targets, cfg)
     return apply_plan(plan, state_dict, targets, resolve_dtype(cfg.param_dtype), shapes_only,
                       context=f" (HunyuanVideo DiT, source={source!r})")

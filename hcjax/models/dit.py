@@ -41,7 +41,12 @@ class HunyuanVideoDiT(nn.Module):
 
     @nn.compact
     def __call__(self, latents: jax.Array, timestep: jax.Array, text_states: jax.Array, text_mask: jax.Array,
-                 text_pooled: jax.Array, guidance: jax.Array | None = None, cond=None) -> jax.Array:
+                 text_pooled: jax.Array, guidance: jax.Array | None = None, cond=None, *,
+                 step_cache: jax.Array | None = None, return_cache: bool = False):
+        """``step_cache`` / ``return_cache``: HunyuanCustom's step cache (``hcjax.sampling.step_cache``).
+        ``return_cache=True`` returns ``(velocity, cache)`` with ``cache [B, L_img + L_txt, D]`` the input of
+        the last single block; given a ``step_cache``, the double blocks and all single blocks but the last are
+        skipped and the last one runs on the cache with this call's modulation vector."""
         cfg = self.cfg
         self._check_inputs(latents, timestep, text_states, text_mask, text_pooled, guidance, cond)
         dtype, param_dtype = resolve_dtype(cfg.dtype), resolve_dtype(cfg.param_dtype)
@@ -83,24 +88,41 @@ class HunyuanVideoDiT(nn.Module):
 
         stack_kw = dict(scan=cfg.scan_layers, remat_policy=cfg.remat_policy)
         double = BlockStack(DoubleStreamBlock, cfg, cfg.depth_double, name="double_blocks", **stack_kw)
-        carry = (img, txt)
-        for start, stop, hooks in segments(cfg.depth_double, ext.double_hooks):
-            carry = double(carry, mv, rope, segment_ids, start=start, stop=stop)
-            for hook in hooks:
-                carry = hook(carry)
-        x = jnp.concatenate(carry, axis=1)
-
         single = BlockStack(SingleStreamBlock, cfg, cfg.depth_single, name="single_blocks", **stack_kw)
-        for start, stop, hooks in segments(cfg.depth_single, ext.single_hooks):
-            x = single(x, mv, rope, segment_ids, num_img, start=start, stop=stop)
+        last = cfg.depth_single - 1
+        single_hooks = ext.single_hooks
+        captured = []
+        if step_cache is None:
+            carry = (img, txt)
+            for start, stop, hooks in segments(cfg.depth_double, ext.double_hooks):
+                carry = double(carry, mv, rope, segment_ids, start=start, stop=stop)
+                for hook in hooks:
+                    carry = hook(carry)
+            x = jnp.concatenate(carry, axis=1)
+            if return_cache:
+                if last == 0:
+                    captured.append(x)
+                else:   # a boundary before the last block, where its input is kept
+                    single_hooks = single_hooks + ((last - 1, lambda y: captured.append(y) or y),)
+            first = 0
+        else:
+            if step_cache.shape != (img.shape[0], num_img + num_txt, cfg.hidden_size):
+                want = (img.shape[0], num_img + num_txt, cfg.hidden_size)
+                raise ValueError(f"step_cache must be [B, L_img + L_txt, D] = {want}, got {step_cache.shape}")
+            x, first = step_cache.astype(img.dtype), last
+        for start, stop, hooks in segments(cfg.depth_single, single_hooks):
+            if stop <= first:
+                continue
+            x = single(x, mv, rope, segment_ids, num_img, start=max(start, first), stop=stop)
             for hook in hooks:
                 x = hook(x)
 
         out = FinalLayer(cfg, name="final_layer")(x[:, num_prefix:num_img], vec)
         pt, ph, pw = cfg.patch_size
         t, h, w = grid
-        return einops.rearrange(out, "b (t h w) (c pt ph pw) -> b (t pt) (h ph) (w pw) c",
-                                t=t, h=h, w=w, pt=pt, ph=ph, pw=pw)
+        velocity = einops.rearrange(out, "b (t h w) (c pt ph pw) -> b (t pt) (h ph) (w pw) c",
+                                    t=t, h=h, w=w, pt=pt, ph=ph, pw=pw)
+        return (velocity, captured[0]) if return_cache else velocity
 
     def _extensions(self, cond, ctx: DiTContext) -> Extension:
         exts = [mech.build(self.cfg, name=mech.name)(cond, ctx) for mech in self.cfg.mechanisms]

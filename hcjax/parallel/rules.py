@@ -33,6 +33,10 @@ PARAM_AXES = {
     "conv_k": "1-D convolution kernel width (Whisper's front end)",
     "mel": "log-mel frequency bins entering Whisper",
     "image_channels": "RGB channels entering a vision patch embedding",
+    "audio_in": "flattened Whisper window features entering the audio projection (10 x 5 x 384)",
+    "audio_hidden": "audio projection / audio cross-attention width (1024)",
+    "audio_kv": "audio cross-attention key | value outputs (2 x 1024)",
+    "audio_tokens": "audio tokens per video frame x hidden size (4 x 3072)",
 }
 
 ACTIVATION_AXES = {
