@@ -49,3 +49,47 @@ def test_official_keys_map_one_to_one(full_cfg, meta_state_dict):
     assert len(official) == 856
     shapes = convert.dit_from_torch(official, full_cfg, source="official", shapes_only=True)
     assert count_params(shapes) == 12_821_012_544
+
+
+# HunyuanCustom's extra keys (reference section 2.4), written out here independently of the converter.
+CUSTOM_EXTRA = {
+    "hunyuan-custom": {},
+    "hunyuan-custom-editing": {"bg_in.proj.weight": (3072, 32, 1, 2, 2), "bg_in.proj.bias": (3072,),
+                               "bg_proj.weight": (3072, 3072), "bg_proj.bias": (3072,)},
+    "hunyuan-custom-audio": {
+        "audio_proj.proj1.weight": (1024, 19200), "audio_proj.proj1.bias": (1024,),
+        "audio_proj.proj2.weight": (1024, 1024), "audio_proj.proj2.bias": (1024,),
+        "audio_proj.proj3.weight": (12288, 1024), "audio_proj.proj3.bias": (12288,),
+        "audio_proj.norm.weight": (3072,), "audio_proj.norm.bias": (3072,),
+        **{f"audio_models.{k}.{name}": shape for k in range(6) for name, shape in [
+            ("norm1.weight", (3072,)), ("norm1.bias", (3072,)), ("norm2.weight", (3072,)), ("norm2.bias", (3072,)),
+            ("to_q.weight", (1024, 3072)), ("to_kv.weight", (2048, 3072)), ("to_out.weight", (3072, 1024))]}},
+}
+CUSTOM_COUNTS = {"hunyuan-custom": 12_810_782_784, "hunyuan-custom-audio": 12_919_666_752,
+                 "hunyuan-custom-editing": 12_820_619_328}
+
+
+@pytest.mark.parametrize("name", list(CUSTOM_COUNTS))
+def test_custom_variants_count_and_keys(name, meta_state_dict):
+    """Parameter counts from ``jax.eval_shape``; the official key set (T2V without guidance_in, plus the
+    variant's extra keys) maps one-to-one; one key more or less is reported by name."""
+    from hcjax.convert.rules import CheckpointMismatch
+
+    cfg = configs.get(name).dit
+    assert count_params(abstract_params(cfg)) == CUSTOM_COUNTS[name]
+    assert_every_param_has_logical_axes(cfg)
+    official = {k: v for k, v in diffusers_to_official(meta_state_dict).items() if not k.startswith("guidance_in.")}
+    with torch.device("meta"):
+        official.update({k: torch.empty(shape) for k, shape in CUSTOM_EXTRA[name].items()})
+    shapes = convert.dit_from_torch(official, cfg, source="official", shapes_only=True)
+    assert count_params(shapes) == CUSTOM_COUNTS[name]
+    with torch.device("meta"):
+        extra = dict(official, **{"audio_models.6.to_q.weight": torch.empty(1024, 3072)})
+    with pytest.raises(CheckpointMismatch, match="audio_models.6.to_q.weight"):
+        convert.dit_from_torch(extra, cfg, source="official", shapes_only=True)
+    if CUSTOM_EXTRA[name]:
+        missing = dict(official)
+        dropped = sorted(CUSTOM_EXTRA[name])[0]
+        del missing[dropped]
+        with pytest.raises(CheckpointMismatch, match=dropped.replace(".", r"\.")):
+            convert.dit_from_torch(missing, cfg, source="official", shapes_only=True)
