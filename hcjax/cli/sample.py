@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 
+from hcjax.cli import sample_custom
 from hcjax.cli.common import UsageError, is_small, output_path, resolve_model
 
 
@@ -30,9 +31,10 @@ class Plan:
     progress: bool
     seed: int
     llava_image: np.ndarray | None = None   # the I2V image as read (uint8), for LLaVA's text path
+    custom: sample_custom.CustomPlan | None = None   # HunyuanCustom inputs as read
 
 
-def _text(args, p, model_dir):
+def _text(args, p, model_dir, llava: bool = False):
     """``(text, negative, prompts)``: embeddings now, or the prompts for the model directory's encoders."""
     from hcjax.convert.text_encoder_dir import has_llava_image_path, has_text_encoders
     from hcjax.models.text.templates import DEFAULT_NEGATIVE
@@ -47,8 +49,8 @@ def _text(args, p, model_dir):
     if args.prompt is None:
         raise UsageError("give --prompt TEXT (or --text-embeds FILE)")
     if model_dir is not None and has_text_encoders(model_dir):
-        if p.image_to_video and not has_llava_image_path(model_dir):
-            raise UsageError("an image-to-video model encodes the prompt together with the image through LLaVA, and "
+        if (p.image_to_video or llava) and not has_llava_image_path(model_dir):
+            raise UsageError("this model encodes the prompt together with the image through LLaVA, and "
                              "this model directory has no LLaVA image path: convert the text encoders again from "
                              "the LLaVA folder (tools/convert_text_encoders.py --llm LLAVA_DIR), or pass "
                              "--text-embeds FILE")
@@ -109,21 +111,29 @@ def prepare(args: argparse.Namespace) -> Plan:
             flags = " and ".join({"dit": "--src (the DiT)", "vae": "--vae-src (the VAE)"}[m] for m in sorted(missing))
             raise UsageError(f"model directory {model_dir!r} lacks {', '.join(sorted(missing))}; convert again "
                              f"with {flags}")
+    custom, frames = None, args.frames
+    if sample_custom.is_custom(p):
+        custom = sample_custom.prepare_custom(args, p)
+        frames = custom.frames or frames
+    else:
+        sample_custom.refuse_custom_flags(args, p)
     image, size, raw_image = _image(args, p)
-    height, width = size if size else (args.height, args.width)
+    height, width = size or (custom and custom.size) or (args.height, args.width)
     try:
-        request = SampleRequest.defaults(p, frames=args.frames, height=height, width=width, steps=args.steps,
+        request = SampleRequest.defaults(p, frames=frames, height=height, width=width, steps=args.steps,
                                          shift=args.shift, seed=args.seed, embedded_guidance=args.guidance,
                                          cfg_scale=args.cfg_scale)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    text, negative, prompts = _text(args, p, model_dir)
+    if custom is not None:
+        sample_custom.check_audio_covers(custom, request.frames)
+    text, negative, prompts = _text(args, p, model_dir, llava=custom is not None)
     try:
         hunyuan_video.check(p, request, text, negative, image)
     except ValueError as e:
         raise UsageError("; ".join(line.strip() for line in str(e).splitlines()[1:])) from None
     return Plan(p, model_dir, request, text, negative, image, prompts, out, sheet, args.fps or p.sampler.fps,
-                not args.no_progress, args.seed, raw_image)
+                not args.no_progress, args.seed, raw_image, custom)
 
 
 def execute(plan: Plan) -> None:
@@ -139,14 +149,16 @@ def execute(plan: Plan) -> None:
             _, dit_params, vae_params = convert.load_model_dir(plan.model_dir)
         except convert.ModelDirError as e:
             raise UsageError(" ".join(str(e).split())) from None
-    text, negative = plan.text, plan.negative
-    if plan.prompts is not None:
-        from hcjax.convert.text_encoder_dir import load_text_encoders
+    if plan.custom is not None:
+        result = sample_custom.execute_custom(plan.custom, plan, dit_params, vae_params)
+    else:
+        text, negative = plan.text, plan.negative
+        if plan.prompts is not None:
+            from hcjax.convert.text_encoder_dir import load_text_encoders
 
-        encoders = load_text_encoders(plan.model_dir)
-        text, negative = _encode(plan, encoders)
-    result = generate(plan.preset, dit_params, vae_params, text, plan.request, negative=negative,
-                      image=plan.image, progress=plan.progress)
+            text, negative = _encode(plan, load_text_encoders(plan.model_dir))
+        result = generate(plan.preset, dit_params, vae_params, text, plan.request, negative=negative,
+                          image=plan.image, progress=plan.progress)
     write_mp4(plan.out, result.video[0], fps=plan.fps)
     try:
         write_png(plan.sheet, contact_sheet(result.video[0]))
@@ -200,6 +212,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fps", type=float)
     p.add_argument("--sheet", help="contact sheet PNG (default: next to --out)")
     p.add_argument("--no-progress", action="store_true")
+    sample_custom.add_arguments(p)
 
 
 def add_parser(sub) -> None:

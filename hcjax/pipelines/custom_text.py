@@ -105,36 +105,38 @@ def tokenize_custom(tokenizer, prompts: Sequence[str], names: Sequence[Names], t
     return tokens["input_ids"].astype(np.int32), tokens["attention_mask"].astype(np.int32)
 
 
-def pad_image(image: np.ndarray, size: int = LLAVA_SIZE) -> np.ndarray:
-    """hymm_sp's ``pad_image(image, (size, size))``: ``uint8 [H, W, 3]`` -> ``uint8 [size, size, 3]``.
+def pad_image(image: np.ndarray, size: int | tuple[int, int] = LLAVA_SIZE) -> np.ndarray:
+    """hymm_sp's ``pad_image``: ``uint8 [H, W, 3]`` -> ``uint8 [size, size, 3]`` (or ``[height, width, 3]`` for
+    ``size = (height, width)``: the reference image padded to the video size).
 
-    The image is resized so that its longer side is ``size`` (the other ``int(other / longer * size)``,
-    truncated, with the same float expression as the reference, so e.g. 17 x 28 -> 203 x 336), then centred on
-    white (255), the odd pixel of padding going right / bottom; a square image is only resized.
+    The image is resized to fit (the side that limits takes the target length, the other
+    ``int(other / side * target)``, truncated, with the same float expression as the reference, so e.g.
+    17 x 28 -> 203 x 336 at 336), then centred on white (255), the odd pixel of padding going right / bottom.
 
     Resampling: the reference uses ``cv2.resize`` (``INTER_LINEAR``); this uses Pillow ``BILINEAR`` (no OpenCV
     dependency). Both are half-pixel-centred bilinear when enlarging (cv2 rounds its weights to 11-bit fixed
     point, so values may differ by about 1 level), but when *shrinking* Pillow widens the filter (antialiased,
     every source pixel contributes) while cv2 ``INTER_LINEAR`` still interpolates between the 2 nearest source
-    pixels (aliasing). Reference images larger than 336 px therefore give slightly different pixels here.
+    pixels (aliasing). Images larger than the target therefore give slightly different pixels here.
     Also: the reference reads files with ``cv2.imread`` (alpha *dropped*, not composited), pass RGB the same way.
     """
     from PIL import Image
 
+    target_h, target_w = (size, size) if isinstance(size, int) else size
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an RGB uint8 image [H, W, 3], got {image.dtype} {image.shape}")
     h, w = image.shape[:2]
-    if size / w > size / h:                      # scale_w > scale_h: portrait, height fills
-        resize_h = int(size)
+    if target_w / w > target_h / h:              # scale_w > scale_h: the height limits
+        resize_h = int(target_h)
         resize_w = int(w / h * resize_h)
     else:
-        resize_w = int(size)
+        resize_w = int(target_w)
         resize_h = int(h / w * resize_w)
     if (resize_h, resize_w) != (h, w):
         image = np.asarray(Image.fromarray(image).resize((resize_w, resize_h), Image.BILINEAR))
-    top, left = (size - resize_h) // 2, (size - resize_w) // 2
-    out = np.full((size, size, 3), 255, np.uint8)
+    top, left = (target_h - resize_h) // 2, (target_w - resize_w) // 2
+    out = np.full((target_h, target_w, 3), 255, np.uint8)
     out[top:top + resize_h, left:left + resize_w] = image
     return out
 
