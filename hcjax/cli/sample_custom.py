@@ -135,6 +135,10 @@ def _audio_features(plan: CustomPlan, preset, model_dir, frames: int, seed: int)
         cfg, params = load_audio_encoder(model_dir)
     else:
         cfg, params = preset.audio_encoder, random_params(preset.audio_encoder, seed)
+    channels = preset.mechanism("audio").channels
+    if cfg.d_model != channels:
+        raise UsageError(f"the audio encoder gives {cfg.d_model}-wide states but the model's AudioNet takes {channels}: "
+                         "convert the Whisper the model was trained with (whisper-tiny for HunyuanCustom)")
     return np.asarray(audio_condition(plan.audio, frames, cfg, params, "custom"))
 
 
@@ -153,10 +157,13 @@ def _texts(plan: CustomPlan, main_plan, encoders_dir):
     pad = path.config_pad_token_id
     common = (encoders.llm_cfg, encoders.llm_params, path.vision_cfg, path.vision_params, path.projector,
               path.projector_params, encoders.llm_tokenizer)
-    pos = ct.encode_custom_text(*common, [prompt], [plan.images], [plan.names], path.image_token_index, pad)
     white = [ct.white_image()] * len(plan.images)
-    neg = ct.encode_custom_text(*common, [negative_prompt], [white], [[ct.UNCOND_NAME] * len(plan.images)],
-                                path.image_token_index, pad)
+    try:
+        pos = ct.encode_custom_text(*common, [prompt], [plan.images], [plan.names], path.image_token_index, pad)
+        neg = ct.encode_custom_text(*common, [negative_prompt], [white], [[ct.UNCOND_NAME] * len(plan.images)],
+                                    path.image_token_index, pad)
+    except ValueError as e:   # e.g. a prompt so long that truncation drops the image tokens
+        raise UsageError(f"cannot encode the prompt with the reference images: {e}; shorten --prompt") from None
     mask = ct.uncond_dit_mask(neg.mask, num_images=len(plan.images))
     return (text_inputs.TextEmbeddings(pos.states, pos.mask, encoders.pooled([prompt])),
             text_inputs.TextEmbeddings(neg.states, mask, encoders.pooled([negative_prompt])))
