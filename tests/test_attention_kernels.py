@@ -62,6 +62,9 @@ def test_splash_bf16_and_blocks():
     blocks = splash_tpu.SplashBlocks(q=128, kv=256, kv_compute=128, q_dkv=128, kv_dkv=128)
     assert blocks.fitted(length) == blocks and blocks.multiple == 256
     assert splash_tpu.SplashBlocks().fitted(200) == splash_tpu.SplashBlocks(256, 256, 256, 256, 256)
+    for n in (513, 831, 1023):   # shorter than the default kv block: one block, each size divides the next
+        b = splash_tpu.SplashBlocks().fitted(n)
+        assert b.kv % b.kv_compute == 0 and b.kv_dkv % b.q_dkv == 0 and b.multiple >= n
     got = splash_tpu.splash_attention(q, k, v, seg, blocks=blocks, interpret=True)
     want = attn.xla_attention(*(x.astype(jnp.float32) for x in (q, k, v)), seg)
     chex.assert_type(got, jnp.bfloat16)

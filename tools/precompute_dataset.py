@@ -13,6 +13,21 @@ stored too (``source.null_text()``, for text dropout). Read the result with ``hc
 (tools/convert_text_encoders.py), or, for smoke runs and tests, a small preset name (e.g. ``tiny``): random
 VAE weights and deterministic stand-in text embeddings (``hcjax.pipelines.text_inputs.placeholder``).
 
+HunyuanCustom models (``hunyuan-custom``, ``-audio``, ``-editing`` and their tiny presets) also get the record
+keys their mechanisms read (``hcjax.training.custom_cond``), each from one file per clip named like the video:
+
+* ``ref_latents [1, h, w, C]``: ``--ref-images DIR`` holds ``NAME.png`` (or .jpg, .jpeg, .webp, .bmp), the
+  subject image, padded (aspect kept, white) to the clip's size; without ``--ref-images`` the clip's first frame
+  is the reference (the paper takes identity images from the training clip).
+* ``audio_feats [F, 10, 5, c]``: ``--audio DIR`` holds ``NAME.wav`` (or .mp3, .flac, .m4a, .ogg, .aac), the
+  clip's sound from its first frame on; video frame ``f`` is taken at 25 fps (samples ``640 f`` on at 16 kHz),
+  so give 25 fps clips. Whisper: the model directory's (tools/convert_whisper.py) or random weights for a preset.
+* ``bg_latents [T, h, w, 2C]``: ``--masks DIR`` holds ``NAME.mp4`` (or another video type), the mask video
+  (white = the region to edit) with at least the clip's frames, resized and cropped like the clip.
+
+Reference, masked-video and mask latents are VAE posterior samples (``--seed``) times the scaling factor, as
+the reference encodes them; the clip's own latents stay the posterior mean.
+
 Every input is checked before any model is loaded (exit status 2, one message naming the fix); the dataset is
 built in a hidden folder beside ``--out`` and renamed into place only once complete.
 """
@@ -35,6 +50,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from hcjax.cli.common import UsageError, is_small, resolve_model  # noqa: E402
 
 VIDEO_EXTS = (".mp4", ".mov", ".mkv", ".webm", ".avi")
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+AUDIO_EXTS = (".wav", ".mp3", ".flac", ".m4a", ".ogg", ".aac")
 
 
 @dataclasses.dataclass
@@ -44,6 +61,9 @@ class Clip:
     caption: str
     size: tuple[int, int]      # bucket (height, width) in pixels
     frames: int                # frames kept (the first ones)
+    ref: Path | None = None    # the subject image (None: the first frame), for models that read ref_latents
+    audio: Path | None = None
+    mask: Path | None = None
 
 
 @dataclasses.dataclass
@@ -56,6 +76,8 @@ class Plan:
     text_dtype: str
     tiling: bool
     metadata: dict
+    extra: tuple = ()          # DataSpec.extra: the condition keys the model reads
+    seed: int = 0              # of the VAE posterior samples of the conditions
 
 
 def parse_sizes(text: str, multiple: int) -> list[tuple[int, int]]:
@@ -138,10 +160,63 @@ def find_clips(src: Path, sizes, frames) -> list[Clip]:
     return clips
 
 
+# Clip field -> the record key needing it, its flag, what the file is, the file types.
+CONDITION_FILES = {"ref": ("ref_latents", "--ref-images", "reference image", IMAGE_EXTS),
+                   "audio": ("audio_feats", "--audio", "audio file", AUDIO_EXTS),
+                   "mask": ("bg_latents", "--masks", "mask video", VIDEO_EXTS)}
+
+
+def _condition_folder(field: str, args: argparse.Namespace, keys: tuple[str, ...], model: str) -> Path | None:
+    key, flag, what, exts = CONDITION_FILES[field]
+    value = getattr(args, flag[2:].replace("-", "_"))
+    if value is None:
+        if key in keys and field != "ref":           # references default to the first frame
+            raise UsageError(f"the model {model} reads {what}s: give {flag} DIR with one {what} per clip, named "
+                             f"like the clip ({', '.join(exts)})")
+        return None
+    if key not in keys:
+        raise UsageError(f"{flag}: the model {model} reads no {what}s; leave {flag} out or give a model that does")
+    if not Path(value).is_dir():
+        raise UsageError(f"{flag} {value} is not a folder; give the folder of one {what} per clip, named like it")
+    return Path(value)
+
+
+def find_conditions(clips: list[Clip], args: argparse.Namespace, model: str, keys: tuple[str, ...]) -> None:
+    """Sets each clip's reference image, audio and mask video as the model's condition ``keys`` need them; all
+    problems in one ``UsageError``."""
+    folders = {field: _condition_folder(field, args, keys, model) for field in CONDITION_FILES}
+    problems = []
+    for field, folder in folders.items():
+        if folder is None:
+            continue
+        _, _, what, exts = CONDITION_FILES[field]
+        files = {p.stem: p for p in folder.iterdir() if p.suffix.lower() in exts and p.is_file()}
+        for clip in clips:
+            path = files.get(clip.name)
+            if path is None:
+                problems.append(f"{clip.path.name} has no {what} in {folder}: add {clip.name}{exts[0]}")
+                continue
+            if field == "mask":
+                try:
+                    count = probe(path)[0]
+                except UsageError as e:
+                    problems.append(str(e))
+                    continue
+                if count < clip.frames:
+                    problems.append(f"mask video {path.name} has {count} frames, fewer than the {clip.frames} of "
+                                    f"{clip.path.name}")
+                    continue
+            setattr(clip, field, path)
+    if problems:
+        raise UsageError(f"{len(problems)} input problem(s), nothing written: " + "; ".join(problems))
+
+
 def prepare(args: argparse.Namespace) -> Plan:
     """Every check, no heavy work."""
     from hcjax.convert import ModelDirError, read_model_info
+    from hcjax.convert.audio_encoder_dir import has_audio_encoder
     from hcjax.convert.text_encoder_dir import has_text_encoders
+    from hcjax.training.custom_cond import record_extras
 
     preset, model_dir = resolve_model(args.model)
     if model_dir is None and not is_small(preset):
@@ -164,14 +239,23 @@ def prepare(args: argparse.Namespace) -> Plan:
         raise UsageError(f"the folder of --out {out} does not exist; create {out.parent} first")
     if args.text_len < 1:
         raise UsageError(f"--text-len must be positive, got {args.text_len}")
+    extra = record_extras(preset)
+    keys = tuple(k for k, _, _ in extra)
+    if "audio_feats" in keys and model_dir is not None and not has_audio_encoder(model_dir):
+        raise UsageError(f"model directory {model_dir} has no audio encoder: add it with tools/convert_whisper.py")
     multiple = preset.vae.spatial_ratio * preset.dit.patch_size[1]
     sizes = parse_sizes(args.buckets, multiple)
     frames = parse_frames(args.frames, preset.vae.temporal_ratio)
     clips = find_clips(Path(args.src), sizes, frames)
+    find_conditions(clips, args, preset.name, keys)
     meta = {"source": {"model": os.path.abspath(args.model) if model_dir else args.model,
                        "videos": os.path.abspath(args.src), "text": "encoders" if model_dir else "placeholder"},
             "pixel_buckets": [list(s) for s in sizes], "frame_counts": frames}
-    return Plan(preset, model_dir, clips, out, args.text_len, args.text_dtype, not args.no_tiling, meta)
+    if keys:
+        meta["conditions"] = {"keys": list(keys), "seed": args.seed, "reference": "images" if args.ref_images
+                              else "first frame"}
+    return Plan(preset, model_dir, clips, out, args.text_len, args.text_dtype, not args.no_tiling, meta, extra,
+                args.seed)
 
 
 def fit_text(states: np.ndarray, mask: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -183,15 +267,16 @@ def fit_text(states: np.ndarray, mask: np.ndarray, length: int) -> tuple[np.ndar
 
 
 @functools.cache
-def vae_encoder(cfg):
-    """``encode(params, video, tiling)``: the jitted VAE posterior mean, one per config (compiled once per shape)."""
+def vae_posterior(cfg):
+    """``posterior(params, video, tiling)``: the jitted VAE posterior (a ``DiagonalGaussian``), one per config
+    (compiled once per shape)."""
     import jax
 
     from hcjax.models import CausalVAE
 
     vae = CausalVAE(cfg)
     return jax.jit(lambda params, video, tiling: vae.apply({"params": params}, video, tiling,
-                                                           method=CausalVAE.encode), static_argnums=2)
+                                                           method=CausalVAE.encode_distribution), static_argnums=2)
 
 
 def load_models(plan: Plan):
@@ -208,6 +293,57 @@ def load_models(plan: Plan):
 
         vae_params, encoders = load_model_dir(plan.model_dir, ("vae",))[2], load_text_encoders(plan.model_dir)
     return jax.device_put(vae_params, jax.local_devices()[0]), encoders   # committed: one compile per shape
+
+
+def load_audio_encoder(plan: Plan):
+    """``(whisper config, params)`` for models that read audio (the model directory's, or random weights for a
+    preset), else None."""
+    if not any(k == "audio_feats" for k, _, _ in plan.extra):
+        return None
+    if plan.model_dir is None:
+        from hcjax.models import random_params
+
+        cfg, params = plan.preset.audio_encoder, random_params(plan.preset.audio_encoder, 0)
+    else:
+        from hcjax.convert.audio_encoder_dir import load_audio_encoder as load
+
+        cfg, params = load(plan.model_dir)
+    channels = plan.preset.mechanism("audio").channels
+    if cfg.d_model != channels:
+        raise UsageError(f"the audio encoder is {cfg.d_model} wide, the model's audio adapter reads {channels}; "
+                         "convert the Whisper model the checkpoint was trained with")
+    return cfg, params
+
+
+def conditions(plan: Plan, i: int, clip: Clip, pixels: np.ndarray, vae_params, whisper, tiling) -> dict:
+    """The condition keys of one clip: ``pixels`` are its kept frames, ``uint8 [F, h, w, 3]`` at the bucket size."""
+    import jax
+
+    from hcjax.conditioning.audio_features import audio_condition
+    from hcjax.io import image_to_unit_range, read_image, read_video, resize_center_crop
+    from hcjax.pipelines.custom_media import editing_pixels
+    from hcjax.pipelines.custom_text import pad_image
+
+    vae = plan.preset.vae
+    posterior = vae_posterior(vae)
+    k_ref, k_bg, k_mask = jax.random.split(jax.random.fold_in(jax.random.key(plan.seed), i), 3)
+
+    def sample(video, key):   # float [F, h, w, 3] in [-1, 1]
+        dist = posterior(vae_params, np.asarray(video, np.float32)[None], tiling)
+        return np.asarray(dist.sample(key), np.float32)[0] * np.float32(vae.scaling_factor)
+
+    out, (f, h, w) = {}, (pixels.shape[0], *clip.size)
+    for key, _, _ in plan.extra:
+        if key == "ref_latents":
+            image = pad_image(read_image(clip.ref), (h, w)) if clip.ref is not None else pixels[0]
+            out[key] = sample(image_to_unit_range(image[None]), k_ref)
+        elif key == "bg_latents":
+            masked, mask = editing_pixels(pixels, np.stack([resize_center_crop(x, h, w)
+                                                            for x in read_video(clip.mask)[:f]]))
+            out[key] = np.concatenate([sample(masked, k_bg), sample(mask, k_mask)], axis=-1)
+        elif key == "audio_feats":
+            out[key] = np.asarray(audio_condition(clip.audio, f, *whisper, task="custom"), np.float32)
+    return out
 
 
 def encode_text(plan: Plan, encoders, caption: str, frames: int) -> tuple[dict, int]:
@@ -230,20 +366,24 @@ def examples(plan: Plan, vae_params, encoders) -> Iterator[dict]:
     from hcjax.io import image_to_unit_range, read_video, resize_center_crop
 
     vae = plan.preset.vae
-    encode = vae_encoder(vae)
+    posterior = vae_posterior(vae)
+    whisper = load_audio_encoder(plan)
     for i, clip in enumerate(plan.clips):
         (h, w), f = clip.size, clip.frames
         frames = read_video(clip.path)[:f]
         if len(frames) < f:
             raise UsageError(f"{clip.path.name}: decoded {len(frames)} frames, fewer than the {f} probed; "
                              "re-encode it with ffmpeg")
-        video = image_to_unit_range(np.stack([resize_center_crop(x, h, w) for x in frames]))[None]
+        pixels = np.stack([resize_center_crop(x, h, w) for x in frames])
         tiling = VAETiling() if plan.tiling and (h > 256 or w > 256 or f > 64) else None
-        latents = np.asarray(encode(vae_params, video, tiling), np.float32)[0] * np.float32(vae.scaling_factor)
+        latents = np.asarray(posterior(vae_params, image_to_unit_range(pixels)[None], tiling).mean, np.float32)[0]
+        latents = latents * np.float32(vae.scaling_factor)
         text, cut = encode_text(plan, encoders, clip.caption, f)
+        extra = conditions(plan, i, clip, pixels, vae_params, whisper, tiling)
         print(f"[{i + 1}/{len(plan.clips)}] {clip.path.name}: {f} frames at {h}x{w} -> latents "
-              f"{list(latents.shape)}" + (f" (caption cut by {cut} tokens)" if cut else ""), flush=True)
-        yield {"latents": latents.astype(np.float32), **text, "caption": clip.caption}
+              f"{list(latents.shape)}" + "".join(f", {k} {list(v.shape)}" for k, v in extra.items())
+              + (f" (caption cut by {cut} tokens)" if cut else ""), flush=True)
+        yield {"latents": latents.astype(np.float32), **text, **extra, "caption": clip.caption}
 
 
 def run(plan: Plan) -> None:
@@ -252,7 +392,7 @@ def run(plan: Plan) -> None:
 
     p = plan.preset
     spec = DataSpec(p.vae.latent_channels, plan.text_len, p.dit.text_dim, p.dit.pooled_dim,
-                    float(p.vae.scaling_factor), plan.text_dtype)
+                    float(p.vae.scaling_factor), plan.text_dtype, plan.extra)
     vae_params, encoders = load_models(plan)
     null_text, _ = encode_text(plan, encoders, "", max(c.frames for c in plan.clips))   # for text dropout
     write_dataset(plan.out, examples(plan, vae_params, encoders), spec, plan.metadata, null_text)
@@ -271,6 +411,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--text-dtype", choices=["float16", "float32"], default="float16",
                         help="how text states are stored (read back as float32)")
     parser.add_argument("--no-tiling", action="store_true", help="encode large clips whole (more memory)")
+    parser.add_argument("--ref-images", help="HunyuanCustom: folder of NAME.png subject images (default: each "
+                        "clip's first frame)")
+    parser.add_argument("--audio", help="HunyuanCustom audio: folder of NAME.wav, the sound of each clip (25 fps)")
+    parser.add_argument("--masks", help="HunyuanCustom editing: folder of NAME.mp4 mask videos (white = edit)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the conditions' VAE posterior samples")
     return parser
 
 

@@ -39,7 +39,7 @@ def _plan(args: argparse.Namespace):
     height, width, frames = (int(x) for x in args.size.split("x"))
     fields = {f.name for f in dataclasses.fields(AotPlan)}
     given = {k: v for k, v in vars(args).items() if k in fields and v is not None}
-    return AotPlan(**(given | dict(height=height, width=width, frames=frames)))
+    return AotPlan(**(given | dict(height=height, width=width, frames=frames))).resolved()
 
 
 def run(args: argparse.Namespace) -> None:
@@ -67,17 +67,29 @@ def run(args: argparse.Namespace) -> None:
 def add_parser(sub) -> None:
     p = sub.add_parser("aot", help="ahead-of-time compile for a TPU topology: per-chip memory, FLOPs, compile time")
     p.add_argument("--model", default="hunyuan-video-t2v", help="preset")
-    p.add_argument("--task", choices=("train", "sample"), default="train")
+    p.add_argument("--task", choices=("train", "sample"), default="train",
+                   help="train: one optimizer step; sample: one DiT forward in bf16 (one sampling step)")
     p.add_argument("--topology", default="v5p-64", help="slice name (v5p-64, v5p-128, ...) or v5p:AxBxC")
     p.add_argument("--size", default="720x1280x129", help="HEIGHTxWIDTHxFRAMES of the video")
-    p.add_argument("--ref-frames", dest="ref_frames", type=int, help="extra latent frames of reference tokens")
-    p.add_argument("--text-len", dest="text_len", type=int)
-    p.add_argument("--batch-per-group", dest="batch_per_group", type=int)
-    for axis in ("data", "fsdp", "tensor", "sequence"):
-        p.add_argument(f"--{axis}", type=int, help=f"mesh {axis} degree")
+    p.add_argument("--ref-frames", dest="ref_frames", type=int,
+                   help="reference subjects (one latent frame of tokens each, HunyuanCustom's identity input); "
+                        "default 1 for presets with identity references, else 0")
+    p.add_argument("--text-len", dest="text_len", type=int,
+                   help="text tokens; default the model's: 256, or 256 + 575 per reference subject for "
+                        "HunyuanCustom (831)")
+    p.add_argument("--batch-per-group", dest="batch_per_group", type=int,
+                   help="samples per data-parallel group (data x fsdp); default 1")
+    p.add_argument("--cfg-batch", dest="cfg_batch", action=argparse.BooleanOptionalAction,
+                   help="sample task: one step is a forward of [uncond, cond] (batch doubled); default on for "
+                        "presets that sample with classic CFG (HunyuanCustom), off otherwise")
+    defaults = {"data": "1", "fsdp": "the chips left over", "tensor": "1", "sequence": "8"}
+    for axis, default in defaults.items():
+        p.add_argument(f"--{axis}", type=int, help=f"mesh {axis} degree (default {default})")
     p.add_argument("--sequence-parallel", dest="sequence_parallel", choices=("none", "ulysses", "ring"))
     p.add_argument("--attention", choices=("auto", "xla", "splash"))
     p.add_argument("--remat", choices=("none", "full", "save_dots", "offload"))
-    p.add_argument("--depth-double", dest="depth_double", type=int, help="fewer double blocks (quick checks)")
+    p.add_argument("--depth-double", dest="depth_double", type=int,
+                   help="fewer double blocks (quick checks); the audio adapter keeps the hooks after the blocks "
+                        "that remain (1, 3, ... below this)")
     p.add_argument("--depth-single", dest="depth_single", type=int, help="fewer single blocks (quick checks)")
     p.set_defaults(func=run, argv=[])

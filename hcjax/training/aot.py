@@ -3,6 +3,10 @@
 ``libtpu`` describes the topology (``jax.experimental.topologies``), the step is lowered for abstract state and
 batch carrying their shardings on that topology's mesh, and XLA's memory analysis gives each chip's bytes:
 what would not fit is known before a pod is rented. Run through ``hcjax aot`` (which sets up ``libtpu``).
+
+Presets with conditioning mechanisms (HunyuanCustom) get their inputs in the batch (``hcjax.training.aot_cond``):
+reference latents, Whisper windows, editing latents. A sampling step of a preset that samples with classic CFG
+is one forward of the batch ``[uncond, cond]``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from hcjax.parallel.mesh import make_mesh
 from hcjax.training import loss as loss_lib
 from hcjax.training import optimizer as optimizer_lib
 from hcjax.training import state as state_lib
+from hcjax.training import aot_cond
 from hcjax.training import trainable as trainable_lib
 from hcjax.training.sharded_step import ShardedStep
 from hcjax.training.step import make_train_step
@@ -40,9 +45,10 @@ class AotPlan:
     height: int = 720
     width: int = 1280
     frames: int = 129
-    ref_frames: int = 0                 # extra latent frames of reference tokens (HunyuanCustom's identity frame)
-    text_len: int = 256
+    ref_frames: int | None = None       # reference subjects (one latent frame each); None: 1 with identity, else 0
+    text_len: int | None = None         # None: the model's (256; 831 = 256 + 575 LLaVA features per subject)
     batch_per_group: int = 1            # samples per data-parallel group (data x fsdp groups)
+    cfg_batch: bool | None = None       # sample: forward [uncond, cond] per sample; None: if the preset uses CFG
     fsdp: int = 0                       # 0: chips / (sequence x tensor x data)
     sequence: int = 8
     tensor: int = 1
@@ -61,8 +67,26 @@ class AotPlan:
             problems.append(f"frames {self.frames} must be 4k+1")
         if self.height % 16 or self.width % 16:
             problems.append(f"height and width must be multiples of 16, got {self.height}x{self.width}")
+        if self.ref_frames is not None and self.ref_frames < 0:
+            problems.append(f"ref_frames must be >= 0, got {self.ref_frames}")
+        if self.text_len is not None and self.text_len < 1:
+            problems.append(f"text_len must be >= 1, got {self.text_len}")
+        if self.task == "train" and self.cfg_batch:
+            problems.append("cfg_batch is for the sample task (training runs one branch per sample)")
         if problems:
             raise ValueError("hcjax aot: " + "; ".join(problems))
+
+    def resolved(self) -> "AotPlan":
+        """The plan with the preset's defaults in place of the ``None`` fields; a preset without identity
+        references takes no ``ref_frames``."""
+        preset = configs.get(self.model)
+        ref = aot_cond.default_ref_frames(preset) if self.ref_frames is None else self.ref_frames
+        if ref and preset.mechanism("identity") is None:
+            raise ValueError(f"hcjax aot: {self.model} has no identity references; ref_frames must be 0")
+        text = aot_cond.default_text_len(preset, ref) if self.text_len is None else self.text_len
+        cfg_batch = (self.task == "sample" and aot_cond.default_cfg_batch(preset) if self.cfg_batch is None
+                     else self.cfg_batch)
+        return dataclasses.replace(self, ref_frames=ref, text_len=text, cfg_batch=cfg_batch)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +95,10 @@ class AotReport:
     topology_name: str
     chips: int
     mesh: dict
-    tokens: int
+    tokens: int                         # video-side tokens per sample: reference + video
+    video_tokens: int
+    batch: int                          # the global batch of the step (both CFG branches counted)
+    mechanisms: tuple[str, ...]         # the conditioning besides references (aot_cond.describe)
     compile_seconds: float
     argument_bytes: int
     output_bytes: int
@@ -88,9 +115,11 @@ class AotReport:
     def text(self) -> str:
         p = self.plan
         mesh = " x ".join(f"{k}={v}" for k, v in self.mesh.items() if v > 1) or "1 device"
-        lines = [f"{p.task} step of {p.model} at {p.height}x{p.width}x{p.frames} (+{p.ref_frames} reference frame(s), "
-                 f"{p.text_len} text tokens): {self.tokens} tokens per sample, batch {p.batch_per_group} per "
-                 "data-parallel group",
+        inputs = ", ".join([f"{p.ref_frames} reference frame(s)", *self.mechanisms, f"{p.text_len} text tokens"])
+        cfg = ", CFG [uncond, cond] per sample" if p.cfg_batch else ""
+        lines = [f"{p.task} step of {p.model} at {p.height}x{p.width}x{p.frames} ({inputs}): {self.tokens} tokens "
+                 f"per sample ({self.video_tokens} video + {self.tokens - self.video_tokens} reference), batch "
+                 f"{self.batch} ({p.batch_per_group} per data-parallel group{cfg})",
                  f"topology {p.topology} ({self.topology_name}, {self.chips} chips), mesh {mesh}, "
                  f"remat {p.remat}, {p.sequence_parallel} sequence parallelism, {p.attention} attention",
                  f"compiled in {self.compile_seconds:.1f} s",
@@ -131,16 +160,18 @@ def _model_cfg(plan: AotPlan):
         changes["depth_double"] = plan.depth_double
     if plan.depth_single:
         changes["depth_single"] = plan.depth_single
-    return cfg.replace(**changes)
+    return aot_cond.fit_mechanisms(cfg.replace(**changes))
 
 
 def _batch(cfg, plan: AotPlan, batch: int) -> dict:
-    t = (plan.frames - 1) // 4 + 1 + plan.ref_frames
+    """Abstract global batch of a resolved plan: latents, text, and the conditioning inputs of ``cfg``."""
+    t = (plan.frames - 1) // 4 + 1
     s = jax.ShapeDtypeStruct
-    return {"latents": s((batch, t, plan.height // 8, plan.width // 8, cfg.in_channels), jnp.float32),
-            "text_states": s((batch, plan.text_len, cfg.text_dim), jnp.float32),
-            "text_mask": s((batch, plan.text_len), jnp.int32),
-            "text_pooled": s((batch, cfg.pooled_dim), jnp.float32)}
+    out = {"latents": s((batch, t, plan.height // 8, plan.width // 8, cfg.in_channels), jnp.float32),
+           "text_states": s((batch, plan.text_len, cfg.text_dim), jnp.float32),
+           "text_mask": s((batch, plan.text_len), jnp.int32),
+           "text_pooled": s((batch, cfg.pooled_dim), jnp.float32)}
+    return out | aot_cond.cond_inputs(cfg, out["latents"], plan.ref_frames)
 
 
 def _mesh(plan: AotPlan, devices):
@@ -155,14 +186,16 @@ def _lower_train(cfg, plan: AotPlan, mesh, batch: dict):
     chosen = trainable_lib.select(params, trainable_lib.ALL)
     abstract = state_lib.abstract(params, tx, chosen)
     shardings = state_lib.shardings(abstract, logical_axes(cfg), mesh, tx, chosen)
-    step = ShardedStep(make_train_step(HunyuanVideoDiT(cfg), loss_lib.FlowMatchingLoss(), opt, tx, chosen), mesh,
-                       shardings)
-    null = {k: jax.ShapeDtypeStruct(v.shape[1:], v.dtype) for k, v in batch.items() if k != "latents"}
+    make_cond = aot_cond.make_cond if cfg.mechanisms else None
+    step = ShardedStep(make_train_step(HunyuanVideoDiT(cfg), loss_lib.FlowMatchingLoss(), opt, tx, chosen,
+                                       make_cond=make_cond), mesh, shardings)
+    null = {k: jax.ShapeDtypeStruct(batch[k].shape[1:], batch[k].dtype) for k in loss_lib.TEXT_KEYS}
     return step.lower(abstract, batch, null)
 
 
 def _lower_sample(cfg, plan: AotPlan, mesh, batch: dict):
-    """One DiT forward in bf16 (the work of one Euler step), params stored bf16 and sharded like training."""
+    """One DiT forward in bf16 (the work of one Euler step; with CFG the batch holds both branches), params
+    stored bf16 and sharded like training."""
     import flax.linen as nn
 
     from hcjax.parallel.rules import LOGICAL_RULES
@@ -182,33 +215,45 @@ def _lower_sample(cfg, plan: AotPlan, mesh, batch: dict):
         with nn.logical_axis_rules(LOGICAL_RULES):
             x = batch["latents"].astype(jnp.bfloat16)
             return model.apply({"params": p}, x, t, batch["text_states"].astype(jnp.bfloat16), batch["text_mask"],
-                               batch["text_pooled"].astype(jnp.bfloat16), guidance=g)
+                               batch["text_pooled"].astype(jnp.bfloat16), guidance=g,
+                               cond=aot_cond.make_cond(batch, dtype=jnp.bfloat16))
 
     with jax.set_mesh(mesh):
         return jax.jit(forward).lower(params, batch, timestep, guidance)
 
 
+def _flops(cfg, plan: AotPlan, video_tokens: int, tokens: int, latent_frames: int, batch: int) -> float:
+    """Model FLOPs of the step: the blocks over reference + video tokens and the mechanisms' matmuls."""
+    blocks = dit_config_flops(cfg, tokens, plan.text_len)
+    forward = blocks + aot_cond.cond_flops(cfg, video_tokens, latent_frames)
+    if plan.task == "train":   # the mechanisms take the same passes (forward, backward, remat) as the blocks
+        return train_step_flops(cfg, tokens, plan.text_len, batch, plan.remat) * forward / blocks
+    return batch * forward
+
+
 def compile_plan(plan: AotPlan) -> AotReport:
+    plan = plan.resolved()
     topo_name, devices = topology_devices(plan.topology)
     mesh = _mesh(plan, devices)
     cfg = _model_cfg(plan)
     degrees = dict(mesh.shape)
-    batch_size = plan.batch_per_group * degrees["data"] * degrees["fsdp"]
+    batch_size = plan.batch_per_group * degrees["data"] * degrees["fsdp"] * (2 if plan.cfg_batch else 1)
     batch = _batch(cfg, plan, batch_size)
     t, h, w = batch["latents"].shape[1:4]
-    tokens = t * (h // cfg.patch_size[1]) * (w // cfg.patch_size[2])
+    per_frame = (h // cfg.patch_size[1]) * (w // cfg.patch_size[2])
+    video_tokens = t * per_frame
+    tokens = video_tokens + plan.ref_frames * per_frame
     start = time.perf_counter()
     lowered = (_lower_train if plan.task == "train" else _lower_sample)(cfg, plan, mesh, batch)
     compiled = lowered.compile()
     seconds = time.perf_counter() - start
     mem = compiled.memory_analysis()
-    if plan.task == "train":
-        flops = train_step_flops(cfg, tokens, plan.text_len, batch_size, plan.remat)
-    else:
-        flops = batch_size * dit_config_flops(cfg, tokens, plan.text_len)
+    flops = _flops(cfg, plan, video_tokens, tokens, t, batch_size)
     return AotReport(plan=plan, topology_name=topo_name, chips=len(devices), mesh=degrees, tokens=tokens,
-                     compile_seconds=seconds, argument_bytes=int(mem.argument_size_in_bytes),
-                     output_bytes=int(mem.output_size_in_bytes), alias_bytes=int(mem.alias_size_in_bytes),
-                     temp_bytes=int(mem.temp_size_in_bytes), hbm_bytes=_hbm(topo_name), model_flops=flops,
+                     video_tokens=video_tokens, batch=batch_size, mechanisms=aot_cond.describe(cfg),
+                     compile_seconds=seconds,
+                     argument_bytes=int(mem.argument_size_in_bytes), output_bytes=int(mem.output_size_in_bytes),
+                     alias_bytes=int(mem.alias_size_in_bytes), temp_bytes=int(mem.temp_size_in_bytes),
+                     hbm_bytes=_hbm(topo_name), model_flops=flops,
                      splash_kernels="splash" in compiled.as_text())
 

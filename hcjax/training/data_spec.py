@@ -24,8 +24,9 @@ class DataSpec:
     """What every record of a dataset holds; stored in the dataset's metadata.
 
     ``text_dtype`` is how ``text_states`` is stored on disk (read back as float32). ``extra`` declares optional
-    array keys as ``(name, shape, dtype)`` with ``None`` for free dims, e.g. ``("ref_latents", (None, None,
-    None, 16), "float32")``."""
+    array keys as ``(name, shape, dtype)`` with ``None`` for free dims and a name for a dim that must equal the
+    same-named dim of every other key of the record (``latents`` is ``[T, H, W, C]``), e.g. ``("ref_latents",
+    (None, "H", "W", 16), "float32")``: any number of frames at the latents' height and width."""
 
     latent_channels: int
     text_len: int
@@ -65,15 +66,27 @@ class DataSpec:
         return cls(dit_cfg.out_channels, text_len, dit_cfg.text_dim, dit_cfg.pooled_dim, **kw)
 
 
-def _fmt(shape: Shape) -> str:
-    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+def _fmt(shape: Shape, bound: Mapping[str, int] | None = None) -> str:
+    bound = bound or {}
+    return "[" + ", ".join("?" if d is None else f"{d}={bound[d]}" if d in bound else str(d) for d in shape) + "]"
+
+
+def _dims_fit(got: tuple, want: Shape, bound: dict[str, int]) -> bool:
+    """Whether ``got`` fits the pattern ``want``; named dims are bound in ``bound`` at their first sight."""
+    if len(got) != len(want):
+        return False
+    for g, w in zip(got, want):
+        if isinstance(w, int) and g != w or isinstance(w, str) and bound.setdefault(w, g) != g:
+            return False
+    return True
 
 
 def record_problems(record: Any, spec: DataSpec) -> list[str]:
-    """Every way ``record`` breaks ``spec`` (missing keys, shapes, dtypes, non-finite latents)."""
+    """Every way ``record`` breaks ``spec`` (missing keys, shapes, named dims that differ between keys, dtypes,
+    non-finite latents)."""
     if not isinstance(record, Mapping):
         return [f"is a {type(record).__name__}, not a dict of arrays"]
-    out = []
+    out, bound = [], {}
     for key, (shape, dtype) in spec.arrays().items():
         if key not in record:
             out.append(f"missing key {key!r}")
@@ -82,8 +95,9 @@ def record_problems(record: Any, spec: DataSpec) -> list[str]:
         if not isinstance(x, np.ndarray):
             out.append(f"{key} is a {type(x).__name__}, not a numpy array")
             continue
-        if len(x.shape) != len(shape) or any(isinstance(w, int) and g != w for g, w in zip(x.shape, shape)):
-            out.append(f"{key} has shape {list(x.shape)}, needs {_fmt(shape)}")
+        before = dict(bound)
+        if not _dims_fit(tuple(x.shape), shape, bound):
+            out.append(f"{key} has shape {list(x.shape)}, needs {_fmt(shape, before)}")
         elif key == "latents" and not np.isfinite(x).all():
             out.append("latents hold NaN or inf")
         if x.dtype != dtype:

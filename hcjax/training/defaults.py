@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from hcjax.training.custom_cond import CondSettings
 from hcjax.training.loss import FlowMatchingLoss
 from hcjax.training.optimizer import OptimizerConfig
 
@@ -37,6 +38,7 @@ def default_config() -> ml_collections.ConfigDict:
         seed=0,
     ))
     c.loss = _from_dataclass(FlowMatchingLoss())
+    c.cond = _from_dataclass(CondSettings())   # condition dropout of models with mechanisms (custom_cond)
     c.optim = _from_dataclass(OptimizerConfig())
     c.train = ml_collections.ConfigDict(dict(
         steps=1000,

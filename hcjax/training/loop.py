@@ -29,6 +29,7 @@ from hcjax.training import optimizer as optimizer_lib
 from hcjax.training import state as state_lib
 from hcjax.training import trainable as trainable_lib
 from hcjax.training.checkpoint import TrainCheckpointer, export_params
+from hcjax.training.custom_cond import CondSettings, CustomInputs, custom_inputs
 from hcjax.training.data import make_iterator
 from hcjax.training.data_source import check_dataset, open_dataset
 from hcjax.training.data_synthetic import SyntheticSource
@@ -54,6 +55,7 @@ class Run:
     abstract_state: state_lib.TrainState
     shardings: state_lib.TrainState
     workdir: Path
+    cond: CustomInputs | None = None     # the conditioning mechanisms' inputs (None: the model has none)
 
 
 def _dit_config(c: ml_collections.ConfigDict) -> tuple[configs.Preset, configs.DiTConfig]:
@@ -121,15 +123,18 @@ def build(config: ml_collections.ConfigDict) -> Run:
         if stored != preset.name:
             raise ValueError(f"model.init_from {c.model.init_from} holds a {stored!r} model, but model.preset is "
                              f"{preset.name!r}; set --config.model.preset={stored} or convert the right checkpoint")
+    cond = custom_inputs(dit, CondSettings(**c.cond.to_dict()))
     source = _source(c, dit)
     check_dataset(source, dit)
+    if cond is not None:
+        cond.check_source(source)
     tx = optimizer_lib.make_optimizer(optim, c.train.steps)
     params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, np.float32), abstract_params(dit))
     chosen = trainable_lib.select(params, tuple(c.train.trainable))
     abstract = state_lib.abstract(params, tx, chosen, ema=optim.ema_decay > 0)
     shardings = state_lib.shardings(abstract, logical_axes(dit), mesh, tx, chosen)
     return Run(c, preset, dit, mesh, source, null_text(source), loss, optim, tx, chosen, abstract, shardings,
-               Path(c.train.workdir))
+               Path(c.train.workdir), cond)
 
 
 def _fresh_state(run: Run) -> state_lib.TrainState:
@@ -209,8 +214,9 @@ def run_training(run: Run) -> list[dict]:
     c = run.config
     total = c.train.steps
     data = make_iterator(run.source, global_batch=c.train.global_batch, seed=c.data.seed)
-    step_fn = ShardedStep(make_train_step(HunyuanVideoDiT(run.dit), run.loss, run.optim, run.tx, run.trainable),
-                          run.mesh, run.shardings)
+    make_cond = None if run.cond is None else run.cond.make_cond
+    step_fn = ShardedStep(make_train_step(HunyuanVideoDiT(run.dit), run.loss, run.optim, run.tx, run.trainable,
+                                          make_cond), run.mesh, run.shardings)
     schedule = optimizer_lib.learning_rate_schedule(run.optim, total)
     with TrainCheckpointer(run.workdir / "checkpoints", save_every=c.train.checkpoint_every,
                            keep=c.train.keep_checkpoints, model_config=run.dit) as ckpt:

@@ -1,9 +1,10 @@
 """One optimizer step of flow-matching training, as a pure function to jit.
 
 ``step(state, batch, null_text) -> (state, metrics)``: for each of ``accum_steps`` micro-batches, draw noise
-levels and noise from ``fold_in(state.rng, step)``, drop text for CFG, run the DiT on the params cast to the
-compute dtype, and take the gradient of the fp32 velocity MSE with respect to the trainable params only;
-average, clip, AdamW, EMA. The batch's leading axis is split into micro-batches so that each device keeps its
+levels and noise from ``fold_in(state.rng, step)``, drop text for CFG, build the conditioning mechanisms'
+``cond`` (``make_cond``, which may drop conditions too), run the DiT on the params cast to the compute dtype,
+and take the gradient of the fp32 velocity MSE with respect to the trainable params only; average, clip, AdamW,
+EMA. The batch's leading axis is split into micro-batches so that each device keeps its
 own samples (no data moves).
 """
 
@@ -23,7 +24,7 @@ from hcjax.training import trainable as trainable_lib
 from hcjax.training.optimizer import OptimizerConfig
 from hcjax.training.state import TrainState
 
-CondFn = Callable[[dict], Any]
+CondFn = Callable[[dict, jax.Array], Any]   # (batch, key) -> the DiT's cond
 
 
 def _micro_batches(batch: dict, accum: int) -> dict:
@@ -35,8 +36,9 @@ def make_train_step(model: HunyuanVideoDiT, loss_cfg: loss_lib.FlowMatchingLoss,
                     tx: optax.GradientTransformation, trainable: set[str], make_cond: CondFn | None = None
                     ) -> Callable[[TrainState, dict, dict], tuple[TrainState, dict]]:
     """The pure train step of ``model``. ``batch``: the data contract's arrays (``latents [B, T, H, W, C]``,
-    ``text_states``, ``text_mask``, ``text_pooled``, and whatever ``make_cond(batch)`` turns into the DiT's
-    ``cond``); ``null_text``: the empty prompt's unbatched ``text_*`` arrays."""
+    ``text_states``, ``text_mask``, ``text_pooled``, and whatever ``make_cond(batch, key)`` turns into the DiT's
+    ``cond``, ``key`` being the micro-batch's randomness for condition dropout); ``null_text``: the empty
+    prompt's unbatched ``text_*`` arrays."""
     cfg = model.cfg
     compute = resolve_dtype(cfg.dtype)
     accum = opt_cfg.accum_steps
@@ -54,7 +56,7 @@ def make_train_step(model: HunyuanVideoDiT, loss_cfg: loss_lib.FlowMatchingLoss,
         velocity = model.apply({"params": params}, x_t.astype(compute), sigma * 1000.0,
                                batch["text_states"].astype(compute), batch["text_mask"],
                                batch["text_pooled"].astype(compute), guidance=guidance,
-                               cond=None if make_cond is None else make_cond(batch))
+                               cond=None if make_cond is None else make_cond(batch, jax.random.fold_in(key, 1)))
         per_sample = loss_lib.per_sample_mse(velocity, target)
         return jnp.mean(per_sample), (per_sample, sigma)
 

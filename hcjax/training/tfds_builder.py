@@ -74,8 +74,9 @@ class HcjaxClips(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     def _info(self) -> tfds.core.DatasetInfo:
         s = self._spec
 
-        def tensor(shape, dtype):
-            return tfds.features.Tensor(shape=tuple(shape), dtype=np.dtype(dtype), encoding="bytes")
+        def tensor(shape, dtype):   # named dims (equal across keys) are free for TFDS
+            shape = tuple(d if isinstance(d, int) else None for d in shape)
+            return tfds.features.Tensor(shape=shape, dtype=np.dtype(dtype), encoding="bytes")
 
         features = {"latents": tensor((None, None, None, s.latent_channels), np.float32),
                     "text_states": tensor((s.text_len, s.text_dim), s.text_dtype),

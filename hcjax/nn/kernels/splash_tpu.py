@@ -37,10 +37,13 @@ class SplashBlocks:
     kv_dkv: int = 1024
 
     def fitted(self, length: int) -> "SplashBlocks":
-        """Blocks no longer than ``length`` rounded up to 128 (the TPU lane width)."""
+        """Blocks for a sequence of ``length``: unchanged when it is at least as long as every block; otherwise
+        one block of ``length`` rounded up to 128 (the TPU lane width), so that every block size divides the
+        next (e.g. 831 text tokens -> 896; a kv block of 896 with the default kv_compute of 512 is invalid)."""
         cap = -(-length // 128) * 128
-        q, kv = min(self.q, cap), min(self.kv, cap)
-        return SplashBlocks(q, kv, min(self.kv_compute, kv), min(self.q_dkv, cap), min(self.kv_dkv, cap))
+        if cap >= max(self.q, self.kv, self.kv_compute, self.q_dkv, self.kv_dkv):
+            return self
+        return SplashBlocks(cap, cap, cap, cap, cap)
 
     @property
     def multiple(self) -> int:
