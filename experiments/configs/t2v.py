@@ -5,34 +5,14 @@
     hcjax train --config experiments/configs/t2v.py:tiny      # the tiny model on synthetic data, on a CPU
 """
 
-from hcjax.training.defaults import default_config
+from hcjax.training.defaults import default_config, fine_tune, tiny
 
 
 def get_config(variant=None):
-    c = default_config()
-    c.name = "t2v"
-    c.data.source = "tfds"
-    c.loss.shift = 1.0
-    c.loss.text_dropout = 0.1
+    c = fine_tune(default_config(), "t2v", "hunyuan-video-t2v")
     c.loss.guidance = 1.0
-    c.optim.learning_rate = 1e-5
-    c.optim.warmup_steps = 100
-    c.optim.weight_decay = 0.01
-    c.train.global_batch = 8
-    c.train.workdir = "runs/t2v"
     if variant == "tiny":
-        c.model.preset = "tiny"
-        c.model.dtype = "float32"
-        c.model.remat = "none"
-        c.data.source = "synthetic"
-        c.optim.learning_rate = 3e-3
-        c.optim.warmup_steps = 10
-        c.optim.weight_decay = 0.0
-        c.train.steps = 300
-        c.train.global_batch = 4
-        c.train.log_every = 10
-        c.train.checkpoint_every = 50
-        c.train.workdir = "runs/t2v-tiny"
+        c = tiny(c, "tiny")
     elif variant is not None:
         raise ValueError(f"unknown variant {variant!r} of t2v.py; use t2v.py or t2v.py:tiny")
     return c

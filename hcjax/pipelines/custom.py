@@ -20,9 +20,8 @@ import numpy as np
 
 from hcjax.conditioning import CustomCond
 from hcjax.configs import DiTConfig, Preset, resolve_dtype
-from hcjax.io import to_uint8
 from hcjax.models import CausalVAE, HunyuanVideoDiT
-from hcjax.pipelines.hunyuan_video import SampleResult, pad_text
+from hcjax.pipelines.hunyuan_video import SampleResult, pad_text, run_and_decode
 from hcjax.pipelines.progress import PhaseTimer, StepProgress
 from hcjax.pipelines.request import SampleRequest, initial_noise
 from hcjax.pipelines.text_inputs import TextEmbeddings
@@ -174,17 +173,5 @@ def generate_custom(preset: Preset, dit_params, vae_params, text: TextEmbeddings
     bar = progress if isinstance(progress, StepProgress) else StepProgress(enabled=bool(progress))
     noise = initial_noise(request.seed, batch, request.latent_shape(preset), request.noise_dtype)
     args = (dit_params, noise, text, negative if request.uses_cfg else None, cond)
-    with timer("compile"):
-        compiled = jax.jit(denoise_fn(preset.dit, request, step_cache, bar)).lower(*args).compile()
-    bar.start(request.steps)
-    try:
-        with timer("denoise"):
-            latents = jax.block_until_ready(compiled(*args))
-    finally:
-        bar.close()
-    vae = CausalVAE(preset.vae)
-    with timer("decode"):
-        decode = jax.jit(functools.partial(vae.apply, method=CausalVAE.decode), static_argnums=2)
-        video = to_uint8(np.asarray(decode({"params": vae_params}, latents / preset.vae.scaling_factor,
-                                           request.vae_tiling)))
-    return SampleResult(video, np.asarray(latents), timer)
+    return run_and_decode(preset, denoise_fn(preset.dit, request, step_cache, bar), args, vae_params, request, bar,
+                          timer)

@@ -124,16 +124,24 @@ def generate(preset: Preset, dit_params, vae_params, text: TextEmbeddings, reque
     bar = progress if isinstance(progress, StepProgress) else StepProgress(enabled=bool(progress))
     noise = initial_noise(request.seed, batch, request.latent_shape(preset), request.noise_dtype)
     args = (dit_params, noise, text, negative if request.uses_cfg else None, image_latent)
+    return run_and_decode(preset, denoise_fn(preset.dit, request, bar), args, vae_params, request, bar, timer)
+
+
+def run_and_decode(preset: Preset, fn, args: tuple, vae_params, request: SampleRequest, bar: StepProgress,
+                   timer: PhaseTimer) -> SampleResult:
+    """Compiles the denoising program ``fn(*args) -> latents`` ahead of time, runs it with the progress bar,
+    decodes the latents; each phase timed."""
     with timer("compile"):
-        compiled = jax.jit(denoise_fn(preset.dit, request, bar)).lower(*args).compile()
+        compiled = jax.jit(fn).lower(*args).compile()
     bar.start(request.steps)
     try:
         with timer("denoise"):
             latents = jax.block_until_ready(compiled(*args))
     finally:
         bar.close()
-
+    vae = CausalVAE(preset.vae)
     with timer("decode"):
         decode = jax.jit(functools.partial(vae.apply, method=CausalVAE.decode), static_argnums=2)
-        video = to_uint8(np.asarray(decode({"params": vae_params}, latents / scale, request.vae_tiling)))
+        video = to_uint8(np.asarray(decode({"params": vae_params}, latents / preset.vae.scaling_factor,
+                                           request.vae_tiling)))
     return SampleResult(video, np.asarray(latents), timer)

@@ -55,3 +55,37 @@ def default_config() -> ml_collections.ConfigDict:
         distributed=False,           # jax.distributed.initialize() first (multi-host pods)
     ))
     return c
+
+
+def fine_tune(c: ml_collections.ConfigDict, name: str, preset: str) -> ml_collections.ConfigDict:
+    """The settings the fine-tuning configs share: precomputed TFDS data, shift 1, text dropout 0.1, AdamW at
+    1e-5 after 100 warm-up steps, weight decay 0.01, global batch 8, workdir ``runs/NAME``."""
+    c.name, c.model.preset = name, preset
+    c.data.source = "tfds"
+    c.loss.shift = 1.0
+    c.loss.text_dropout = 0.1
+    c.optim.learning_rate = 1e-5
+    c.optim.warmup_steps = 100
+    c.optim.weight_decay = 0.01
+    c.train.global_batch = 8
+    c.train.workdir = f"runs/{name}"
+    return c
+
+
+def tiny(c: ml_collections.ConfigDict, preset: str) -> ml_collections.ConfigDict:
+    """A config's CPU smoke-run variant: the tiny ``preset`` in fp32 on synthetic data, 300 steps of batch 4 at
+    3e-3, workdir ``runs/NAME-tiny``."""
+    c.name += "-tiny"
+    c.model.preset = preset
+    c.model.dtype = "float32"
+    c.model.remat = "none"
+    c.data.source = "synthetic"
+    c.optim.learning_rate = 3e-3
+    c.optim.warmup_steps = 10
+    c.optim.weight_decay = 0.0
+    c.train.steps = 300
+    c.train.global_batch = 4
+    c.train.log_every = 10
+    c.train.checkpoint_every = 50
+    c.train.workdir = f"runs/{c.name}"
+    return c
