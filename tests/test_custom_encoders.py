@@ -1,15 +1,47 @@
-"""``hcjax sample`` on a HunyuanCustom model directory with text encoders but without LLaVA's image path: refused
-up front (the prompt is encoded together with the subject images)."""
+"""``hcjax sample`` on a HunyuanCustom model directory with its text encoders: the prompt is encoded through a
+tiny LLaVA together with the subject image (image-appended template, the reference's DiT mask), the negative with
+a white image and its mask cut to the negative text; a directory without LLaVA's image path is refused."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
+import torch
 
 from hcjax import cli, configs, convert
-from hcjax.io import write_png
+from hcjax.io import read_video, write_png
 from hcjax.models import random_params
-from tests.test_encoder_dirs import sources  # noqa: F401  (fixture: tiny LLaVA / CLIP folders)
+from hcjax.models.text import templates
+from hcjax.pipelines import custom_text as ct
+from tests.test_encode_text_tool import _tokenizer as word_tokenizer
+from tests.test_llava_text import IMAGE, _perturbed
+from tests.test_llava_text import _tokenizer as llama3_tokenizer
 from tools import convert_text_encoders
+
+transformers = pytest.importorskip("transformers")
+PROMPT, NEGATIVE = "A fox runs in the snow.", "blurry"
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    """A tiny LLaVA (32-wide Llama: the tiny DiT's text_dim) and CLIP (16: its pooled_dim) saved as folders."""
+    root = tmp_path_factory.mktemp("custom_sources")
+    tok = llama3_tokenizer([templates.VIDEO.text, PROMPT, NEGATIVE, ct.SUFFIX % "fox", ct.SUFFIX % ct.UNCOND_NAME])
+    torch.manual_seed(0)
+    text = transformers.LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024)
+    vision = transformers.CLIPVisionConfig(image_size=28, patch_size=7, hidden_size=24, intermediate_size=40,
+                                           num_hidden_layers=3, num_attention_heads=2)
+    llava = _perturbed(transformers.LlavaForConditionalGeneration(transformers.LlavaConfig(
+        vision_config=vision, text_config=text, image_token_index=IMAGE, pad_token_id=0)), 1)
+    words = "a fox runs in the snow blurry".split()
+    clip = _perturbed(transformers.CLIPTextModel(transformers.CLIPTextConfig(
+        vocab_size=len(words) + 8, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+        max_position_embeddings=77, eos_token_id=2)), 3)
+    for model, t, name in ((llava, tok, "llava"), (clip, word_tokenizer(words, bos=False), "clip")):
+        model.save_pretrained(root / name)
+        t.save_pretrained(root / name)
+    return root
 
 
 def _custom_dir(path, root, image_path=True):
@@ -21,8 +53,36 @@ def _custom_dir(path, root, image_path=True):
     return path
 
 
-def test_custom_model_dir_without_image_path_is_refused(sources, tmp_path, capsys):  # noqa: F811
-    model = _custom_dir(tmp_path / "m", sources[0], image_path=False)
+def test_custom_model_dir_encodes_prompt_with_the_images(folders, tmp_path, capsys, monkeypatch):
+    from hcjax.pipelines import custom
+
+    seen = {}
+    real = custom.generate_custom
+
+    def spy(preset, dit_params, vae_params, text, request, inputs, negative=None, **kw):
+        seen.update(text=text, negative=negative)
+        return real(preset, dit_params, vae_params, text, request, inputs, negative, **kw)
+
+    monkeypatch.setattr(custom, "generate_custom", spy)
+    model = _custom_dir(tmp_path / "m", folders)
+    write_png(tmp_path / "ref.png", np.full((40, 30, 3), 200, np.uint8))
+    out = tmp_path / "x.mp4"
+    code = cli.main(["sample", "--model", str(model), "--prompt", PROMPT, "--negative-prompt", NEGATIVE,
+                     "--ref-image", str(tmp_path / "ref.png"), "--ref-name", "fox", "--steps", "2", "--out",
+                     str(out), "--no-progress"])
+    log = capsys.readouterr()
+    assert code == 0, log.err
+    assert read_video(out).shape == (9, 64, 96, 3)
+    n = 16 - 1                                        # the tiny tower's 16 features replace one <image> token
+    text, negative = (np.asarray(seen[k].mask)[0] for k in ("text", "negative"))
+    assert text.shape == negative.shape == (256 + n,)
+    assert text[-n:].all() and not text[text.sum() - n:256].any()   # [1 x k, 0 x (256 - k), 1 x 15]: positional
+    k = int(negative.sum())                           # the negative: one run of ones, the white image's features cut
+    assert negative[:k].all() and not negative[k:].any()
+
+
+def test_custom_model_dir_without_image_path_is_refused(folders, tmp_path, capsys):
+    model = _custom_dir(tmp_path / "m", folders, image_path=False)
     write_png(tmp_path / "ref.png", np.full((40, 30, 3), 200, np.uint8))
     out = tmp_path / "x.mp4"
     code = cli.main(["sample", "--model", str(model), "--prompt", "a fox", "--ref-image", str(tmp_path / "ref.png"),

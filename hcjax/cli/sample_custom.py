@@ -164,7 +164,7 @@ def _texts(plan: CustomPlan, main_plan, encoders_dir):
                                     path.image_token_index, pad)
     except ValueError as e:   # e.g. a prompt so long that truncation drops the image tokens
         raise UsageError(f"cannot encode the prompt with the reference images: {e}; shorten --prompt") from None
-    mask = ct.uncond_dit_mask(neg.mask, num_images=len(plan.images))
+    mask = ct.uncond_dit_mask(neg.mask, path.vision_cfg.num_patches, num_images=len(plan.images))
     return (text_inputs.TextEmbeddings(pos.states, pos.mask, encoders.pooled([prompt])),
             text_inputs.TextEmbeddings(neg.states, mask, encoders.pooled([negative_prompt])))
 
