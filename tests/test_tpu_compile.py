@@ -82,4 +82,4 @@ def test_conditioning_inputs_and_reduced_audio_depth():
         "audio after double blocks 1,3",)
     assert aot_cond.describe(aot_cond.fit_mechanisms(audio)) == ("audio after double blocks 1,3,5,7,9,11",)
     assert aot_cond.cond_flops(audio, 118800, 33) > 0
-    assert aot_cond.make_cond({"latents": latents}) is None
+    assert aot_cond.cond_fn(audio, {"latents": latents}) is None

@@ -237,11 +237,12 @@ def test_precompute_tool_makes_the_condition_keys(tmp_path, capsys):
     # without --ref-images the reference is a VAE posterior sample of the clip's first frame (seed 0, clip 1)
     from hcjax.io import image_to_unit_range, read_video
     from hcjax.models import random_params
+    from hcjax.pipelines.custom import vae_posterior
 
     vae = configs.get("tiny-custom-audio").vae
     first = image_to_unit_range(read_video(src / "videos" / "clip1.mp4")[:1])[None]
     key = jax.random.split(jax.random.fold_in(jax.random.key(0), 1), 3)[0]
-    want = precompute_dataset.vae_posterior(vae)(random_params(vae, 0), first, None).sample(key)[0]
+    want = vae_posterior(vae)(random_params(vae, 0), first, None).sample(key)[0]
     np.testing.assert_allclose(audio["ref_latents"], want * vae.scaling_factor, rtol=1e-5, atol=1e-5)
     capsys.readouterr()
     # inputs the model needs, or does not read, are named before any work

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import math
 import os
 import sys
@@ -266,19 +265,6 @@ def fit_text(states: np.ndarray, mask: np.ndarray, length: int) -> tuple[np.ndar
     return s, m
 
 
-@functools.cache
-def vae_posterior(cfg):
-    """``posterior(params, video, tiling)``: the jitted VAE posterior (a ``DiagonalGaussian``), one per config
-    (compiled once per shape)."""
-    import jax
-
-    from hcjax.models import CausalVAE
-
-    vae = CausalVAE(cfg)
-    return jax.jit(lambda params, video, tiling: vae.apply({"params": params}, video, tiling,
-                                                           method=CausalVAE.encode_distribution), static_argnums=2)
-
-
 def load_models(plan: Plan):
     """``(vae_params, text encoders or None)``: the model directory's, or random VAE weights for a preset."""
     import jax
@@ -324,6 +310,8 @@ def conditions(plan: Plan, i: int, clip: Clip, pixels: np.ndarray, vae_params, w
     from hcjax.pipelines.custom_media import editing_pixels
     from hcjax.pipelines.custom_text import pad_image
 
+    from hcjax.pipelines.custom import vae_posterior
+
     vae = plan.preset.vae
     posterior = vae_posterior(vae)
     k_ref, k_bg, k_mask = jax.random.split(jax.random.fold_in(jax.random.key(plan.seed), i), 3)
@@ -364,6 +352,8 @@ def examples(plan: Plan, vae_params, encoders) -> Iterator[dict]:
     """One record per clip, encoded as it is needed."""
     from hcjax.configs import VAETiling
     from hcjax.io import image_to_unit_range, read_video, resize_center_crop
+
+    from hcjax.pipelines.custom import vae_posterior
 
     vae = plan.preset.vae
     posterior = vae_posterior(vae)

@@ -113,7 +113,7 @@ def prepare(args: argparse.Namespace) -> Plan:
                              f"with {flags}")
     custom, frames = None, args.frames
     if sample_custom.is_custom(p):
-        custom = sample_custom.prepare_custom(args, p)
+        custom = sample_custom.prepare_custom(args, p, model_dir)
         frames = custom.frames or frames
     else:
         sample_custom.refuse_custom_flags(args, p)

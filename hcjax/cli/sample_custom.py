@@ -14,6 +14,11 @@ from hcjax.cli.common import UsageError
 AUDIO_FPS = 25   # the audio windows assume 25 video frames per second (640 samples at 16 kHz)
 
 
+def _frames_up_to(n: int) -> int:
+    """The largest valid frame count (4k+1) not above ``n`` (at least 1)."""
+    return max((n - 1) // 4 * 4 + 1, 1)
+
+
 @dataclasses.dataclass
 class CustomPlan:
     images: list            # RGB uint8 reference images as read
@@ -69,15 +74,16 @@ def _editing(args, plan: CustomPlan) -> None:
     if (args.height not in (None, h)) or (args.width not in (None, w)):
         raise UsageError(f"the editing model samples at the size of --video ({h}x{w}); drop --height / --width")
     available = min(len(video), len(mask))
-    frames = args.frames if args.frames is not None else (available - 1) // 4 * 4 + 1
+    frames = args.frames if args.frames is not None else _frames_up_to(available)
     if frames > available:
         raise UsageError(f"--frames {frames} but --video and --mask have {available} frames in common; use "
-                         f"--frames {(available - 1) // 4 * 4 + 1} or less")
+                         f"--frames {_frames_up_to(available)} or less")
     plan.video, plan.mask, plan.size, plan.frames = video[:frames], mask[:frames], (h, w), frames
 
 
-def prepare_custom(args: argparse.Namespace, preset) -> CustomPlan:
-    """Reads and checks the Custom inputs (``UsageError`` naming the fix)."""
+def prepare_custom(args: argparse.Namespace, preset, model_dir: str | None) -> CustomPlan:
+    """Reads and checks the Custom inputs and, for the audio model, the audio encoder it will use (``UsageError``
+    naming the fix)."""
     from hcjax.io import read_image
 
     if not args.ref_image:
@@ -97,21 +103,43 @@ def prepare_custom(args: argparse.Namespace, preset) -> CustomPlan:
         return plan
     if args.audio is None:
         raise UsageError(f"{preset.name} is driven by audio: give --audio PATH (wav, or any format ffmpeg reads)")
+    _check_audio_encoder(preset, model_dir)
     from hcjax.io.audio import load_audio
 
     plan.audio = _read(load_audio, args.audio)
     return plan
 
 
+def _check_audio_encoder(preset, model_dir: str | None) -> None:
+    """The model directory has a Whisper whose width the AudioNet takes (from its config, no params loaded)."""
+    cfg = preset.audio_encoder
+    if model_dir is not None:
+        from hcjax.convert.audio_encoder_dir import has_audio_encoder, read_audio_encoder_config
+
+        if not has_audio_encoder(model_dir):
+            raise UsageError("this model directory has no audio encoder: add Whisper with tools/convert_whisper.py")
+        from hcjax.convert import ModelDirError
+
+        try:
+            cfg = read_audio_encoder_config(model_dir)
+        except ModelDirError as e:
+            raise UsageError(" ".join(str(e).split())) from None
+    channels = preset.mechanism("audio").channels
+    if cfg.d_model != channels:
+        raise UsageError(f"the audio encoder gives {cfg.d_model}-wide states but the model's AudioNet takes {channels}: "
+                         "convert the Whisper the model was trained with (whisper-tiny for HunyuanCustom)")
+
+
 def check_audio_covers(plan: CustomPlan, frames: int) -> None:
     """The audio must last as long as the video (the official code would pad it with silence)."""
+    from hcjax.io.audio import SAMPLE_RATE, frames_of_audio
+
     if plan.audio is None:
         return
-    covered = len(plan.audio) // (16000 // AUDIO_FPS)
+    covered = frames_of_audio(len(plan.audio), AUDIO_FPS)
     if covered < frames:
-        fit = max((covered - 1) // 4 * 4 + 1, 1)
-        raise UsageError(f"--audio covers {covered} video frames ({len(plan.audio) / 16000:.2f} s at {AUDIO_FPS} fps) "
-                         f"but the video has {frames}: give a longer audio or --frames {fit}")
+        raise UsageError(f"--audio covers {covered} video frames ({len(plan.audio) / SAMPLE_RATE:.2f} s at {AUDIO_FPS} "
+                         f"fps) but the video has {frames}: give a longer audio or --frames {_frames_up_to(covered)}")
 
 
 def refuse_custom_flags(args, preset) -> None:
@@ -128,21 +156,15 @@ def _audio_features(plan: CustomPlan, preset, model_dir, frames: int, seed: int)
     from hcjax.models import random_params
 
     if model_dir is not None:
-        from hcjax.convert.audio_encoder_dir import has_audio_encoder, load_audio_encoder
+        from hcjax.convert.audio_encoder_dir import load_audio_encoder
 
-        if not has_audio_encoder(model_dir):
-            raise UsageError("this model directory has no audio encoder: add Whisper with tools/convert_whisper.py")
         cfg, params = load_audio_encoder(model_dir)
     else:
         cfg, params = preset.audio_encoder, random_params(preset.audio_encoder, seed)
-    channels = preset.mechanism("audio").channels
-    if cfg.d_model != channels:
-        raise UsageError(f"the audio encoder gives {cfg.d_model}-wide states but the model's AudioNet takes {channels}: "
-                         "convert the Whisper the model was trained with (whisper-tiny for HunyuanCustom)")
     return np.asarray(audio_condition(plan.audio, frames, cfg, params, "custom"))
 
 
-def _texts(plan: CustomPlan, main_plan, encoders_dir):
+def _texts(plan: CustomPlan, main_plan):
     """``(text, negative)``: LLaVA with the subject images (model directories with encoders) or the stand-ins of
     random-weight presets."""
     from hcjax.pipelines import text_inputs
@@ -152,7 +174,7 @@ def _texts(plan: CustomPlan, main_plan, encoders_dir):
     from hcjax.convert.text_encoder_dir import load_llava_image_path, load_text_encoders
     from hcjax.pipelines import custom_text as ct
 
-    encoders, path = load_text_encoders(encoders_dir), load_llava_image_path(encoders_dir)
+    encoders, path = load_text_encoders(main_plan.model_dir), load_llava_image_path(main_plan.model_dir)
     prompt, negative_prompt = main_plan.prompts
     pad = path.config_pad_token_id
     common = (encoders.llm_cfg, encoders.llm_params, path.vision_cfg, path.vision_params, path.projector,
@@ -180,7 +202,7 @@ def execute_custom(plan: CustomPlan, main_plan, dit_params, vae_params) -> objec
         inputs.audio_feats = _audio_features(plan, main_plan.preset, main_plan.model_dir, r.frames, main_plan.seed)
     if plan.video is not None:
         inputs.masked_video, inputs.mask = editing_pixels(plan.video, plan.mask, plan.expand_scale)
-    text, negative = _texts(plan, main_plan, main_plan.model_dir)
+    text, negative = _texts(plan, main_plan)
     return generate_custom(main_plan.preset, dit_params, vae_params, text, r, inputs, negative,
                            step_cache=plan.step_cache, progress=main_plan.progress)
 

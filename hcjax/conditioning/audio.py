@@ -31,6 +31,11 @@ AUDIO_LN_EPS = 1e-5   # torch's LayerNorm default, as the official audio modules
 FRAMES_PER_LATENT = 4
 
 
+def video_frames(latent_frames: int) -> int:
+    """Video frames ``F = 4 (T - 1) + 1`` of ``T`` latent frames (the causal VAE's time compression)."""
+    return FRAMES_PER_LATENT * (latent_frames - 1) + 1
+
+
 def latent_frame_sources(num_frames: int) -> np.ndarray:
     """``[T', 4]`` the video frame whose audio tokens fill each slot of each latent frame (the ``(f + 1) * 4``
     rule: frame 0 padded to 4 slots, then 4 frames per latent frame): ``[[0,0,0,0], [1,2,3,4], [5,6,7,8], ...]``."""
@@ -113,10 +118,10 @@ class _AudioModule(nn.Module):
                     block(tokens, video)
             return Extension()
         t, h, w = ctx.grid
-        want = (m.window, m.layers, m.channels)
-        if feats.ndim != 5 or tuple(feats.shape[2:]) != want or feats.shape[1] != 4 * (t - 1) + 1:
-            raise ValueError(f"audio_feats must be [B, {4 * (t - 1) + 1}, {', '.join(map(str, want))}] (Whisper "
-                             f"windows of the {4 * (t - 1) + 1} video frames of {t} latent frames), got "
+        want, frames = (m.window, m.layers, m.channels), video_frames(t)
+        if feats.ndim != 5 or tuple(feats.shape[2:]) != want or feats.shape[1] != frames:
+            raise ValueError(f"audio_feats must be [B, {frames}, {', '.join(map(str, want))}] (Whisper "
+                             f"windows of the {frames} video frames of {t} latent frames), got "
                              f"{tuple(feats.shape)}")
         audio = align_to_latents(proj(feats))
         strength = jnp.asarray(cond.audio_strength, jnp.float32)   # fp32 product, as torch's bf16 * float

@@ -19,7 +19,7 @@ from hcjax.models.params import abstract_params
 SOURCES = ("official", "diffusers")
 STACKS = ("double_blocks", "single_blocks", "blocks")
 # hcjax module names whose official spelling has a "." before an index.
-_SEQUENTIAL = re.compile(r"(mlp|adaLN_modulation|audio_models)_(\d+)")
+_SEQUENTIAL = re.compile(r"^(mlp|adaLN_modulation|audio_models)_(\d+)$")
 
 
 def official_key(path: Path, layer: int | None, mechanisms: tuple[str, ...] = ()) -> tuple[str, str]:
@@ -31,7 +31,7 @@ def official_key(path: Path, layer: int | None, mechanisms: tuple[str, ...] = ()
         modules = modules[1:]
     parts = []
     for m in modules:
-        parts.append(_SEQUENTIAL.sub(r"\1.\2", m) if _SEQUENTIAL.fullmatch(m) else m)
+        parts.append(_SEQUENTIAL.sub(r"\1.\2", m))
         if m in STACKS:
             parts.append(str(layer))
     suffix = {"kernel": "weight", "scale": "weight", "bias": "bias"}[leaf]

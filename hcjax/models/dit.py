@@ -106,8 +106,8 @@ class HunyuanVideoDiT(nn.Module):
                     single_hooks = single_hooks + ((last - 1, lambda y: captured.append(y) or y),)
             first = 0
         else:
-            if step_cache.shape != (img.shape[0], num_img + num_txt, cfg.hidden_size):
-                want = (img.shape[0], num_img + num_txt, cfg.hidden_size)
+            want = (img.shape[0], num_img + num_txt, cfg.hidden_size)
+            if step_cache.shape != want:
                 raise ValueError(f"step_cache must be [B, L_img + L_txt, D] = {want}, got {step_cache.shape}")
             x, first = step_cache.astype(img.dtype), last
         for start, stop, hooks in segments(cfg.depth_single, single_hooks):

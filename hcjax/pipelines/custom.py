@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hcjax.conditioning import CustomCond
-from hcjax.configs import DiTConfig, Preset, resolve_dtype
+from hcjax.configs import DiTConfig, Preset, VAEConfig, resolve_dtype
 from hcjax.models import CausalVAE, HunyuanVideoDiT
 from hcjax.pipelines.hunyuan_video import SampleResult, pad_text, run_and_decode
 from hcjax.pipelines.progress import PhaseTimer, StepProgress
@@ -73,16 +73,24 @@ def problems(preset: Preset, request: SampleRequest, inputs: CustomInputs) -> li
     return out
 
 
+@functools.lru_cache(maxsize=8)
+def vae_posterior(cfg: VAEConfig):
+    """``posterior(params, video, tiling) -> DiagonalGaussian``: the VAE's jitted posterior, one per config (so
+    each input shape compiles once)."""
+    vae = CausalVAE(cfg)
+    return jax.jit(lambda params, video, tiling: vae.apply({"params": params}, video, tiling,
+                                                           method=CausalVAE.encode_distribution), static_argnums=2)
+
+
 def encode_conditions(preset: Preset, vae_params, inputs: CustomInputs, request: SampleRequest) -> CustomCond:
     """``CustomCond`` (batch 1) of the inputs: VAE posterior samples (keys from the request's seed) times the
     scaling factor; the audio windows as given."""
-    vae = CausalVAE(preset.vae)
+    posterior = vae_posterior(preset.vae)
     scale = preset.vae.scaling_factor
-    encode = jax.jit(functools.partial(vae.apply, method=CausalVAE.encode_distribution), static_argnums=2)
     key = jax.random.fold_in(jax.random.key(request.seed), 0x5EED)
 
     def sample(pixels, k):
-        return encode({"params": vae_params}, jnp.asarray(pixels, jnp.float32), request.vae_tiling).sample(k) * scale
+        return posterior(vae_params, jnp.asarray(pixels, jnp.float32), request.vae_tiling).sample(k) * scale
 
     refs = sample(np.asarray(inputs.references)[:, None], jax.random.fold_in(key, 0))   # [n, 1, h, w, C]
     cond = CustomCond(ref_latents=einops.rearrange(refs, "n 1 h w c -> 1 n h w c"),

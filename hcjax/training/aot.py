@@ -186,9 +186,8 @@ def _lower_train(cfg, plan: AotPlan, mesh, batch: dict):
     chosen = trainable_lib.select(params, trainable_lib.ALL)
     abstract = state_lib.abstract(params, tx, chosen)
     shardings = state_lib.shardings(abstract, logical_axes(cfg), mesh, tx, chosen)
-    make_cond = aot_cond.make_cond if cfg.mechanisms else None
     step = ShardedStep(make_train_step(HunyuanVideoDiT(cfg), loss_lib.FlowMatchingLoss(), opt, tx, chosen,
-                                       make_cond=make_cond), mesh, shardings)
+                                       make_cond=aot_cond.cond_fn(cfg, batch)), mesh, shardings)
     null = {k: jax.ShapeDtypeStruct(batch[k].shape[1:], batch[k].dtype) for k in loss_lib.TEXT_KEYS}
     return step.lower(abstract, batch, null)
 
@@ -210,13 +209,14 @@ def _lower_sample(cfg, plan: AotPlan, mesh, batch: dict):
     timestep = jax.ShapeDtypeStruct((b,), jnp.float32, sharding=b_sh["text_pooled"])
     guidance = timestep if cfg.guidance_embed else None
     model = HunyuanVideoDiT(cfg)
+    make_cond = aot_cond.cond_fn(cfg, batch)
 
     def forward(p, batch, t, g):
         with nn.logical_axis_rules(LOGICAL_RULES):
             x = batch["latents"].astype(jnp.bfloat16)
             return model.apply({"params": p}, x, t, batch["text_states"].astype(jnp.bfloat16), batch["text_mask"],
                                batch["text_pooled"].astype(jnp.bfloat16), guidance=g,
-                               cond=aot_cond.make_cond(batch, dtype=jnp.bfloat16))
+                               cond=None if make_cond is None else make_cond(batch, None))
 
     with jax.set_mesh(mesh):
         return jax.jit(forward).lower(params, batch, timestep, guidance)

@@ -9,14 +9,15 @@ the rest of the batch (samples over the data axes) and reach the train step thro
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
+from hcjax.conditioning.audio import video_frames
 from hcjax.conditioning.custom_cond import CustomCond
 from hcjax.configs import DiTConfig, Preset
-
-COND_KEYS = ("ref_latents", "audio_feats", "bg_latents")
+from hcjax.training.custom_cond import custom_inputs
 
 
 def default_ref_frames(preset: Preset) -> int:
@@ -75,22 +76,19 @@ def cond_inputs(cfg: DiTConfig, latents: jax.ShapeDtypeStruct, ref_frames: int) 
         out["ref_latents"] = s((b, ref_frames, h, w, c), jnp.float32)
     if "audio" in names:
         m = names["audio"]
-        out["audio_feats"] = s((b, 4 * (t - 1) + 1, m.window, m.layers, m.channels), jnp.float32)
+        out["audio_feats"] = s((b, video_frames(t), m.window, m.layers, m.channels), jnp.float32)
     if "editing" in names:
         out["bg_latents"] = s((b, t, h, w, 2 * c), jnp.float32)
     return out
 
 
-def make_cond(batch: dict, key: jax.Array | None = None, *, dtype=None) -> CustomCond | None:
-    """The DiT's ``cond`` from a batch's conditioning entries (None when it has none), cast to ``dtype`` if
-    given; ``audio_strength`` 1.0 (the official default). ``key`` (the train step's randomness) is unused: every
-    condition is kept, which is the most work a step does."""
-    found = {k: batch[k] for k in COND_KEYS if k in batch}
-    if not found:
-        return None
-    if dtype is not None:
-        found = {k: v.astype(dtype) for k, v in found.items()}
-    return CustomCond(**found)
+def cond_fn(cfg: DiTConfig, batch: dict) -> Callable[[dict, jax.Array], CustomCond] | None:
+    """The training loop's ``make_cond(batch, key)`` (``training.custom_cond``: cast to the compute dtype,
+    ``audio_strength`` 1.0, no dropout, so every condition is kept, the most work a step does) for the
+    conditioning entries ``batch`` holds; None when it holds none."""
+    inputs = custom_inputs(cfg)
+    kept = () if inputs is None else tuple(e for e in inputs.extra if e[0] in batch)
+    return dataclasses.replace(inputs, extra=kept).make_cond if kept else None
 
 
 def cond_flops(cfg: DiTConfig, video_tokens: int, latent_frames: int) -> float:
@@ -101,7 +99,7 @@ def cond_flops(cfg: DiTConfig, video_tokens: int, latent_frames: int) -> float:
     p = cfg.patch_volume
     for m in cfg.mechanisms:
         if m.name == "audio":
-            frames = 4 * (latent_frames - 1) + 1
+            frames = video_frames(latent_frames)
             audio = 4 * latent_frames * m.tokens_per_frame           # audio tokens after the alignment
             window = m.window * m.layers * m.channels
             total += 2 * frames * (window * m.hidden + m.hidden * m.hidden + m.hidden * m.tokens_per_frame * d)

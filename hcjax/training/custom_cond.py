@@ -24,7 +24,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from hcjax.conditioning.audio import FRAMES_PER_LATENT
+from hcjax.conditioning.audio import video_frames
 from hcjax.conditioning.custom_cond import CustomCond
 from hcjax.configs import resolve_dtype
 from hcjax.training.data_spec import DataSpec, record_problems
@@ -64,11 +64,6 @@ def record_extras(model) -> tuple[Extra, ...]:
     return tuple(out)
 
 
-def audio_frames(latent_frames: int) -> int:
-    """Video frames ``F = 4 (T - 1) + 1`` of ``T`` latent frames."""
-    return FRAMES_PER_LATENT * (latent_frames - 1) + 1
-
-
 @dataclasses.dataclass(frozen=True)
 class CustomInputs:
     """The record keys a model reads (``extra``) and how a batch of them becomes its ``cond``."""
@@ -100,7 +95,7 @@ class CustomInputs:
         out = record_problems(record, wanted)
         feats, lat = record.get("audio_feats"), record.get("latents")
         if "audio_feats" in mine and getattr(feats, "ndim", 0) == 4 and getattr(lat, "ndim", 0) == 4:
-            want = audio_frames(lat.shape[0])
+            want = video_frames(lat.shape[0])
             if feats.shape[0] != want:
                 out.append(f"audio_feats has {feats.shape[0]} frames, the {lat.shape[0]} latent frames need "
                            f"{want} (4 (T - 1) + 1)")

@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from hcjax.conditioning.audio import video_frames
 from hcjax.training.data_source import Bucket, ClipSource, group_shapes
 from hcjax.training.data_spec import DataSpec
 
@@ -57,7 +58,7 @@ def audio_windows(rng: np.random.Generator, latents: np.ndarray, shape: tuple) -
     for every clip) of the channel means of latent frame ``ceil(f / 4)``, scaled to unit std."""
     _, window, layers, c = shape
     proj = np.random.default_rng(1234).standard_normal((latents.shape[-1], window * layers * c))
-    frames = (np.arange(4 * (latents.shape[0] - 1) + 1) + 3) // 4
+    frames = (np.arange(video_frames(latents.shape[0])) + 3) // 4
     feats = latents.mean(axis=(1, 2))[frames] @ proj
     return (feats / max(feats.std(), 1e-6)).reshape(-1, window, layers, c).astype(np.float32)
 
