@@ -6,8 +6,8 @@
 ``--src`` holds ``NAME.mp4`` (or .mov/.mkv/.webm/.avi) with its caption in ``NAME.txt``. Each clip goes to the
 resolution bucket nearest its aspect ratio (scaled to cover it, centre-cropped) and keeps its first F frames,
 F the longest of ``--frames`` it has. Latents are the VAE posterior mean times the VAE scaling factor; text is
-the model directory's encoders' output padded or cut to ``--text-len`` tokens. The empty prompt's embedding is
-stored too (``source.null_text()``, for text dropout). Read the result with ``hcjax.training.data.open_dataset(OUT)``.
+the model directory's encoders' output padded or cut to ``--text-len`` tokens (default 256). The empty prompt's
+embedding is stored too (``source.null_text()``, for text dropout). Read the result with ``hcjax.training.data.open_dataset(OUT)``.
 
 ``--model`` is a model directory written by ``hcjax convert`` with its VAE and text encoders
 (tools/convert_text_encoders.py), or, for smoke runs and tests, a small preset name (e.g. ``tiny``): random
@@ -24,6 +24,13 @@ keys their mechanisms read (``hcjax.training.custom_cond``), each from one file 
   so give 25 fps clips. Whisper: the model directory's (tools/convert_whisper.py) or random weights for a preset.
 * ``bg_latents [T, h, w, 2C]``: ``--masks DIR`` holds ``NAME.mp4`` (or another video type), the mask video
   (white = the region to edit) with at least the clip's frames, resized and cropped like the clip.
+
+Their text is HunyuanCustom's (``pipelines.custom_text``): the caption in the video template with the identity
+suffix for the subject ``object``, through LLaVA with the reference image (the file or the first frame) in place
+of ``<image>``, with the reference's positional DiT mask; ``--text-len`` defaults to 256 plus the tower's features
+less one (831 at full size) and may not be shorter. The model directory then needs LLaVA's image path
+(tools/convert_text_encoders.py from the LLaVA folder). The stored null text is the sampler's unconditional
+branch for an empty negative prompt: a white image, the subject ``person``, the mask cut to the text.
 
 Reference, masked-video and mask latents are VAE posterior samples (``--seed``) times the scaling factor, as
 the reference encodes them; the clip's own latents stay the posterior mean.
@@ -77,6 +84,7 @@ class Plan:
     metadata: dict
     extra: tuple = ()          # DataSpec.extra: the condition keys the model reads
     seed: int = 0              # of the VAE posterior samples of the conditions
+    subject_text: bool = False  # HunyuanCustom LLaVA text with the reference image (model directories only)
 
 
 def parse_sizes(text: str, multiple: int) -> list[tuple[int, int]]:
@@ -210,11 +218,26 @@ def find_conditions(clips: list[Clip], args: argparse.Namespace, model: str, key
         raise UsageError(f"{len(problems)} input problem(s), nothing written: " + "; ".join(problems))
 
 
+def default_text_len(preset, model_dir: str | None) -> int:
+    """256 text tokens; for models with identity references plus the subject image's LLaVA features in place of
+    its ``<image>`` token (the model directory's tower's count, 576 at full size: 831)."""
+    from hcjax.models.text.templates import MAX_TEXT
+    from hcjax.pipelines.custom_text import IMAGE_FEATURES
+
+    if preset.mechanism("identity") is None:
+        return MAX_TEXT
+    if model_dir is None:
+        return MAX_TEXT + IMAGE_FEATURES - 1
+    from hcjax.convert.text_encoder_dir import read_llava_entry
+
+    return MAX_TEXT + read_llava_entry(model_dir).vision_cfg.num_patches - 1
+
+
 def prepare(args: argparse.Namespace) -> Plan:
     """Every check, no heavy work."""
     from hcjax.convert import ModelDirError, read_model_info
     from hcjax.convert.audio_encoder_dir import has_audio_encoder
-    from hcjax.convert.text_encoder_dir import has_text_encoders
+    from hcjax.convert.text_encoder_dir import has_llava_image_path, has_text_encoders
     from hcjax.training.custom_cond import record_extras
 
     preset, model_dir = resolve_model(args.model)
@@ -236,10 +259,21 @@ def prepare(args: argparse.Namespace) -> Plan:
         raise UsageError(f"--out {out} exists already; choose a new folder or delete it first")
     if not out.parent.is_dir():
         raise UsageError(f"the folder of --out {out} does not exist; create {out.parent} first")
-    if args.text_len < 1:
-        raise UsageError(f"--text-len must be positive, got {args.text_len}")
     extra = record_extras(preset)
     keys = tuple(k for k, _, _ in extra)
+    subject_text = "ref_latents" in keys and model_dir is not None
+    if subject_text and not has_llava_image_path(model_dir):
+        raise UsageError(f"the model {preset.name} encodes each caption together with its subject image through "
+                         f"LLaVA, and model directory {model_dir} has no LLaVA image path: convert the text encoders "
+                         "again from the LLaVA folder (tools/convert_text_encoders.py --llm LLAVA_DIR)")
+    natural = default_text_len(preset, model_dir)
+    text_len = natural if args.text_len is None else args.text_len
+    if text_len < 1:
+        raise UsageError(f"--text-len must be positive, got {text_len}")
+    if subject_text and text_len < natural:
+        raise UsageError(f"--text-len {text_len}: the caption with its subject image is {natural} tokens (256 + the "
+                         f"image's features less one), and cutting it drops image features; leave --text-len out or "
+                         f"give at least {natural}")
     if "audio_feats" in keys and model_dir is not None and not has_audio_encoder(model_dir):
         raise UsageError(f"model directory {model_dir} has no audio encoder: add it with tools/convert_whisper.py")
     multiple = preset.vae.spatial_ratio * preset.dit.patch_size[1]
@@ -248,13 +282,15 @@ def prepare(args: argparse.Namespace) -> Plan:
     clips = find_clips(Path(args.src), sizes, frames)
     find_conditions(clips, args, preset.name, keys)
     meta = {"source": {"model": os.path.abspath(args.model) if model_dir else args.model,
-                       "videos": os.path.abspath(args.src), "text": "encoders" if model_dir else "placeholder"},
+                       "videos": os.path.abspath(args.src),
+                       "text": ("llava with subject image" if subject_text else "encoders") if model_dir
+                       else "placeholder"},
             "pixel_buckets": [list(s) for s in sizes], "frame_counts": frames}
     if keys:
         meta["conditions"] = {"keys": list(keys), "seed": args.seed, "reference": "images" if args.ref_images
                               else "first frame"}
-    return Plan(preset, model_dir, clips, out, args.text_len, args.text_dtype, not args.no_tiling, meta, extra,
-                args.seed)
+    return Plan(preset, model_dir, clips, out, text_len, args.text_dtype, not args.no_tiling, meta, extra,
+                args.seed, subject_text)
 
 
 def fit_text(states: np.ndarray, mask: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -266,7 +302,8 @@ def fit_text(states: np.ndarray, mask: np.ndarray, length: int) -> tuple[np.ndar
 
 
 def load_models(plan: Plan):
-    """``(vae_params, text encoders or None)``: the model directory's, or random VAE weights for a preset."""
+    """``(vae_params, text encoders or None)``: the model directory's (with LLaVA's image path as
+    ``encoders.image_path`` for subject text), or random VAE weights for a preset."""
     import jax
 
     from hcjax.models import random_params
@@ -278,6 +315,12 @@ def load_models(plan: Plan):
         from hcjax.convert.text_encoder_dir import load_text_encoders
 
         vae_params, encoders = load_model_dir(plan.model_dir, ("vae",))[2], load_text_encoders(plan.model_dir)
+        if plan.subject_text:
+            from hcjax.convert.text_encoder_dir import load_llava_image_path
+
+            from hcjax.pipelines.subject_text import SubjectTextEncoders
+
+            encoders = SubjectTextEncoders(encoders, load_llava_image_path(plan.model_dir))
     return jax.device_put(vae_params, jax.local_devices()[0]), encoders   # committed: one compile per shape
 
 
@@ -301,12 +344,21 @@ def load_audio_encoder(plan: Plan):
     return cfg, params
 
 
-def conditions(plan: Plan, i: int, clip: Clip, pixels: np.ndarray, vae_params, whisper, tiling) -> dict:
-    """The condition keys of one clip: ``pixels`` are its kept frames, ``uint8 [F, h, w, 3]`` at the bucket size."""
+def subject_image(clip: Clip, pixels: np.ndarray) -> np.ndarray:
+    """The clip's reference image as given (uint8 ``[h', w', 3]``), or its first kept frame."""
+    from hcjax.io import read_image
+
+    return read_image(clip.ref) if clip.ref is not None else pixels[0]
+
+
+def conditions(plan: Plan, i: int, clip: Clip, pixels: np.ndarray, subject: np.ndarray, vae_params, whisper,
+               tiling) -> dict:
+    """The condition keys of one clip: ``pixels`` are its kept frames, ``uint8 [F, h, w, 3]`` at the bucket size;
+    ``subject`` its ``subject_image``."""
     import jax
 
     from hcjax.conditioning.audio_features import audio_condition
-    from hcjax.io import image_to_unit_range, read_image, read_video, resize_center_crop
+    from hcjax.io import image_to_unit_range, read_video, resize_center_crop
     from hcjax.pipelines.custom_media import editing_pixels
     from hcjax.pipelines.custom_text import pad_image
 
@@ -323,7 +375,7 @@ def conditions(plan: Plan, i: int, clip: Clip, pixels: np.ndarray, vae_params, w
     out, (f, h, w) = {}, (pixels.shape[0], *clip.size)
     for key, _, _ in plan.extra:
         if key == "ref_latents":
-            image = pad_image(read_image(clip.ref), (h, w)) if clip.ref is not None else pixels[0]
+            image = pad_image(subject, (h, w)) if clip.ref is not None else subject
             out[key] = sample(image_to_unit_range(image[None]), k_ref)
         elif key == "bg_latents":
             masked, mask = editing_pixels(pixels, np.stack([resize_center_crop(x, h, w)
@@ -334,13 +386,24 @@ def conditions(plan: Plan, i: int, clip: Clip, pixels: np.ndarray, vae_params, w
     return out
 
 
-def encode_text(plan: Plan, encoders, caption: str, frames: int) -> tuple[dict, int]:
-    """``({text_states, text_mask, text_pooled}, tokens cut)`` of one caption at ``--text-len``."""
+def encode_text(plan: Plan, encoders, caption: str, frames: int, subject: np.ndarray | None = None
+                ) -> tuple[dict, int]:
+    """``({text_states, text_mask, text_pooled}, tokens cut)`` of one caption at ``--text-len``. For subject text
+    (``plan.subject_text``) ``subject`` is the reference image (uint8 ``[h, w, 3]``); None gives the null text."""
     from hcjax.pipelines import text_inputs
 
     d = plan.preset.dit
     if encoders is None:
         text = text_inputs.placeholder(caption, d.text_dim, d.pooled_dim, length=plan.text_len)
+    elif plan.subject_text:
+        from hcjax.pipelines.custom_text import DEFAULT_NAME
+
+        try:
+            text = (encoders.encode_uncond(caption, 1) if subject is None
+                    else encoders.encode(caption, [subject], [DEFAULT_NAME]))
+        except ValueError as e:   # a caption so long that truncation drops the image token
+            raise UsageError(f"cannot encode the caption {caption[:40]!r}... with its subject image: {e}; "
+                             "shorten it") from None
     else:
         text = encoders.encode([caption], frames)
     states, mask = fit_text(np.asarray(text.states)[0], np.asarray(text.mask)[0], plan.text_len)
@@ -368,8 +431,9 @@ def examples(plan: Plan, vae_params, encoders) -> Iterator[dict]:
         tiling = VAETiling() if plan.tiling and (h > 256 or w > 256 or f > 64) else None
         latents = np.asarray(posterior(vae_params, image_to_unit_range(pixels)[None], tiling).mean, np.float32)[0]
         latents = latents * np.float32(vae.scaling_factor)
-        text, cut = encode_text(plan, encoders, clip.caption, f)
-        extra = conditions(plan, i, clip, pixels, vae_params, whisper, tiling)
+        subject = subject_image(clip, pixels) if plan.extra else None
+        text, cut = encode_text(plan, encoders, clip.caption, f, subject)
+        extra = conditions(plan, i, clip, pixels, subject, vae_params, whisper, tiling)
         print(f"[{i + 1}/{len(plan.clips)}] {clip.path.name}: {f} frames at {h}x{w} -> latents "
               f"{list(latents.shape)}" + "".join(f", {k} {list(v.shape)}" for k, v in extra.items())
               + (f" (caption cut by {cut} tokens)" if cut else ""), flush=True)
@@ -397,7 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--buckets", default="544x960,960x544,624x832,832x624,720x720",
                         help="resolution buckets HEIGHTxWIDTH in pixels, comma-separated")
     parser.add_argument("--frames", default="129,65,33", help="frame counts 4k+1; each clip keeps the longest it has")
-    parser.add_argument("--text-len", type=int, default=256, help="text tokens per clip (padded or cut)")
+    parser.add_argument("--text-len", type=int, help="text tokens per clip (padded or cut; default 256, for "
+                        "HunyuanCustom 256 + the subject image's LLaVA features less one: 831)")
     parser.add_argument("--text-dtype", choices=["float16", "float32"], default="float16",
                         help="how text states are stored (read back as float32)")
     parser.add_argument("--no-tiling", action="store_true", help="encode large clips whole (more memory)")

@@ -167,28 +167,19 @@ def _audio_features(plan: CustomPlan, preset, model_dir, frames: int, seed: int)
 def _texts(plan: CustomPlan, main_plan):
     """``(text, negative)``: LLaVA with the subject images (model directories with encoders) or the stand-ins of
     random-weight presets."""
-    from hcjax.pipelines import text_inputs
-
     if main_plan.prompts is None:
         return main_plan.text, main_plan.negative
     from hcjax.convert.text_encoder_dir import load_llava_image_path, load_text_encoders
-    from hcjax.pipelines import custom_text as ct
+    from hcjax.pipelines.subject_text import SubjectTextEncoders
 
-    encoders, path = load_text_encoders(main_plan.model_dir), load_llava_image_path(main_plan.model_dir)
+    encoders = SubjectTextEncoders(load_text_encoders(main_plan.model_dir),
+                                   load_llava_image_path(main_plan.model_dir))
     prompt, negative_prompt = main_plan.prompts
-    pad = path.config_pad_token_id
-    common = (encoders.llm_cfg, encoders.llm_params, path.vision_cfg, path.vision_params, path.projector,
-              path.projector_params, encoders.llm_tokenizer)
-    white = [ct.white_image()] * len(plan.images)
     try:
-        pos = ct.encode_custom_text(*common, [prompt], [plan.images], [plan.names], path.image_token_index, pad)
-        neg = ct.encode_custom_text(*common, [negative_prompt], [white], [[ct.UNCOND_NAME] * len(plan.images)],
-                                    path.image_token_index, pad)
+        return (encoders.encode(prompt, plan.images, plan.names),
+                encoders.encode_uncond(negative_prompt, len(plan.images)))
     except ValueError as e:   # e.g. a prompt so long that truncation drops the image tokens
         raise UsageError(f"cannot encode the prompt with the reference images: {e}; shorten --prompt") from None
-    mask = ct.uncond_dit_mask(neg.mask, path.vision_cfg.num_patches, num_images=len(plan.images))
-    return (text_inputs.TextEmbeddings(pos.states, pos.mask, encoders.pooled([prompt])),
-            text_inputs.TextEmbeddings(neg.states, mask, encoders.pooled([negative_prompt])))
 
 
 def execute_custom(plan: CustomPlan, main_plan, dit_params, vae_params) -> object:

@@ -71,7 +71,7 @@ def _llava_entry(path: LlavaImagePath) -> dict:
             "projector": {f: getattr(path.projector, f) for f in _PROJECTOR_FIELDS}}
 
 
-def _read_llava_entry(model_dir: str | os.PathLike) -> LlavaImagePath:
+def read_llava_entry(model_dir: str | os.PathLike) -> LlavaImagePath:
     """The ``LlavaImagePath`` of the ``"llava"`` entry, without params."""
     entry = _read_config(model_dir).get("llava")
     if entry is None:
@@ -167,7 +167,7 @@ def load_llava_image_path(model_dir: str | os.PathLike) -> LlavaImagePath:
     """LLaVA's vision tower, projector and merge facts stored with the text encoders (``ModelDirError`` naming
     the fix when the directory has none)."""
     root = Path(model_dir).absolute() / FOLDER
-    path = _read_llava_entry(model_dir)
+    path = read_llava_entry(model_dir)
     fix = _redo(model_dir, llava=True)
     with _checkpointer() as ckptr:
         vision = _restore_checked(ckptr, root / "vision", abstract_params(path.vision_cfg), fix)
