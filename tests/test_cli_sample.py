@@ -3,7 +3,6 @@ converted model directory, and one clear error per invalid input with no file le
 
 import numpy as np
 import pytest
-import torch
 from safetensors.torch import save_file
 
 from hcjax import cli, configs

@@ -129,10 +129,5 @@ def tiny_diffusers_vae(cfg, seed: int = 0):
     return model
 
 
-def to_channels_last(x: torch.Tensor) -> np.ndarray:
-    """``[B, C, T, H, W]`` torch -> ``[B, T, H, W, C]`` numpy."""
-    return x.permute(0, 2, 3, 4, 1).numpy()
-
-
 def to_channels_first(x) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(np.asarray(x))).permute(0, 4, 1, 2, 3)
