@@ -305,17 +305,49 @@ def _custom(kind: str, tiny: bool = False) -> Preset:
     )
 
 
+AVATAR_SAMPLER = SamplerDefaults(steps=50, shift=5.0, embedded_guidance=None, cfg_scale=7.5, frames=129,
+                                 height=704, width=704, fps=25.0)
+
+
+def _avatar(tiny: bool = False) -> Preset:
+    """HunyuanVideo-Avatar: the character image (added frame for frame and prepended at time -1), the face-aware
+    audio adapter after the odd double blocks, motion / fps modulation; no guidance embedding."""
+    from hcjax.conditioning.avatar import AvatarMotion, AvatarReference
+    from hcjax.conditioning.avatar_audio import AvatarAudio
+    from hcjax.models.audio.whisper import WhisperEncoderConfig
+
+    base = _tiny() if tiny else _hunyuan_video_t2v()
+    whisper = (WhisperEncoderConfig(d_model=16, encoder_layers=4, encoder_attention_heads=2, encoder_ffn_dim=32)
+               if tiny else WhisperEncoderConfig.tiny())
+    audio = (AvatarAudio(name="face_audio", double_blocks=(0, 1), channels=whisper.d_model, hidden=32, head_dim=32)
+             if tiny else AvatarAudio(name="face_audio"))
+    sampler = (dataclasses.replace(AVATAR_SAMPLER, steps=20, frames=9, height=64, width=64) if tiny
+               else AVATAR_SAMPLER)
+    return Preset(
+        "tiny-avatar" if tiny else "hunyuan-avatar",
+        base.dit.replace(guidance_embed=False, mechanisms=(AvatarReference(), audio, AvatarMotion())),
+        base.vae,
+        ("the tiny model with the HunyuanVideo-Avatar structure" if tiny
+         else "HunyuanVideo-Avatar 13B: audio-driven character animation (face-aware audio adapter); official "
+              "sampler: shift 5, 50 steps, scheduled CFG"),
+        sampler,
+        audio_encoder=whisper,
+    )
+
+
 _PRESETS: dict[str, Callable[[], Preset]] = {
     "hunyuan-video-t2v": _hunyuan_video_t2v,
     "hunyuan-video-i2v": _hunyuan_video_i2v,
     "hunyuan-custom": lambda: _custom("image"),
     "hunyuan-custom-audio": lambda: _custom("audio"),
     "hunyuan-custom-editing": lambda: _custom("editing"),
+    "hunyuan-avatar": _avatar,
     "tiny": _tiny,
     "tiny-i2v": _tiny_i2v,
     "tiny-custom": lambda: _custom("image", tiny=True),
     "tiny-custom-audio": lambda: _custom("audio", tiny=True),
     "tiny-custom-editing": lambda: _custom("editing", tiny=True),
+    "tiny-avatar": lambda: _avatar(tiny=True),
 }
 
 

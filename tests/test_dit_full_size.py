@@ -93,3 +93,41 @@ def test_custom_variants_count_and_keys(name, meta_state_dict):
         del missing[dropped]
         with pytest.raises(CheckpointMismatch, match=dropped.replace(".", r"\.")):
             convert.dit_from_torch(missing, cfg, source="official", shapes_only=True)
+
+
+# HunyuanVideo-Avatar's extra keys (reference A.6), written out here independently of the converter.
+_TIMESTEP_MLP = lambda name, d: {f"{name}.mlp.0.weight": (d, 256), f"{name}.mlp.0.bias": (d,),  # noqa: E731
+                                 f"{name}.mlp.2.weight": (d, d), f"{name}.mlp.2.bias": (d,)}
+AVATAR_EXTRA = {
+    "ref_in.proj.weight": (3072, 16, 1, 2, 2), "ref_in.proj.bias": (3072,),
+    "before_proj.weight": (3072, 3072), "before_proj.bias": (3072,),
+    **{k: v for k, v in CUSTOM_EXTRA["hunyuan-custom-audio"].items() if k.startswith("audio_proj.")},
+    **_TIMESTEP_MLP("motion_exp", 768), **_TIMESTEP_MLP("motion_pose", 768), **_TIMESTEP_MLP("fps_proj", 3072),
+    **{f"audio_adapter_blocks.{j}.{name}": shape for j in range(10) for name, shape in [
+        ("norm1.weight", (3072,)), ("norm1.bias", (3072,)), ("norm2.weight", (3072,)), ("norm2.bias", (3072,)),
+        ("to_q.weight", (1024, 3072)), ("to_kv.weight", (2048, 3072)), ("to_out.weight", (3072, 1024))]},
+}
+AVATAR_COUNT = 12_810_782_784 + 180_710_400   # the base without guidance_in, plus ~180.7M (reference A.6)
+
+
+def test_avatar_count_and_keys(meta_state_dict):
+    """The official Avatar key set (T2V without guidance_in, plus A.6's table) maps one-to-one; the official
+    loader is not strict, ours names a missing or an extra key."""
+    from hcjax.convert.rules import CheckpointMismatch
+
+    cfg = configs.get("hunyuan-avatar").dit
+    assert count_params(abstract_params(cfg)) == AVATAR_COUNT
+    assert_every_param_has_logical_axes(cfg)
+    official = {k: v for k, v in diffusers_to_official(meta_state_dict).items() if not k.startswith("guidance_in.")}
+    with torch.device("meta"):
+        official.update({k: torch.empty(shape) for k, shape in AVATAR_EXTRA.items()})
+    assert len(official) == 856 - 4 + len(AVATAR_EXTRA)
+    shapes = convert.dit_from_torch(official, cfg, source="official", shapes_only=True)
+    assert count_params(shapes) == AVATAR_COUNT
+    with torch.device("meta"):
+        extra = dict(official, **{"audio_adapter_blocks.10.to_q.weight": torch.empty(1024, 3072)})
+    with pytest.raises(CheckpointMismatch, match=r"audio_adapter_blocks\.10\.to_q\.weight"):
+        convert.dit_from_torch(extra, cfg, source="official", shapes_only=True)
+    missing = {k: v for k, v in official.items() if k != "fps_proj.mlp.2.bias"}
+    with pytest.raises(CheckpointMismatch, match=r"fps_proj\.mlp\.2\.bias"):
+        convert.dit_from_torch(missing, cfg, source="official", shapes_only=True)
