@@ -20,3 +20,16 @@ def cached_steps(num_steps: int, enabled: bool = True) -> np.ndarray:
     if enabled and num_steps == CACHE_STEPS:
         out[list(CACHED_STEPS)] = True
     return out
+
+
+# HunyuanVideo-Avatar (reference A.5): every step is cached except these (0-based), whatever the step count.
+AVATAR_FULL_STEPS = tuple(range(15)) + tuple(range(15, 42, 5)) + tuple(range(41, 50))
+
+
+def avatar_cached_steps(num_steps: int, enabled: bool = True) -> np.ndarray:
+    """Bool ``[num_steps]``: Avatar's cached steps, the official fixed list (16-19, 21-24, 26-29, 31-34, 36-39 of
+    50; the same indices below ``num_steps`` for other counts)."""
+    out = np.zeros(num_steps, bool)
+    if enabled:
+        out[[i for i in range(num_steps) if i not in AVATAR_FULL_STEPS]] = True
+    return out
