@@ -50,6 +50,8 @@ def _inputs(cfg, audio, seed=1, mask_frames=1):
     face = torch.zeros(2, 1, mask_frames, h, w)
     face[0, :, :, 1:4, 2:7] = 1.0
     face[1, :, :, 2:6, 0:5] = 0.5
+    for k in range(1, mask_frames):                 # a face that moves from frame to frame
+        face[:, :, k] = torch.roll(face[:, :, 0], shifts=2 * k, dims=-1)
     return dict(x=torch.randn(2, cfg.in_channels, t, h, w, generator=g), t=torch.tensor([937.5, 250.0]),
                 txt=torch.randn(2, 9, cfg.text_dim, generator=g),
                 mask=torch.tensor([[1] * 6 + [0, 0, 1], [1] * 3 + [0] * 6]),   # positional, as LLaVA's
