@@ -1,4 +1,5 @@
-"""``hcjax sample``: a video from text embeddings (and a first-frame image for image-to-video models).
+"""``hcjax sample``: a video from text embeddings (and a first-frame image for image-to-video models, subject images
+for HunyuanCustom, a character image and its audio for HunyuanVideo-Avatar).
 
 All inputs are checked first (sizes, frame count, media, embeddings, model directory); then the params are
 loaded, the sampling program compiled and run, and the MP4 and its PNG contact sheet written atomically.
@@ -12,7 +13,7 @@ import os
 
 import numpy as np
 
-from hcjax.cli import sample_custom
+from hcjax.cli import sample_avatar, sample_custom
 from hcjax.cli.common import UsageError, is_small, output_path, resolve_model
 
 
@@ -32,6 +33,34 @@ class Plan:
     seed: int
     llava_image: np.ndarray | None = None   # the I2V image as read (uint8), for LLaVA's text path
     custom: sample_custom.CustomPlan | None = None   # HunyuanCustom inputs as read
+    avatar: sample_avatar.AvatarPlan | None = None   # HunyuanVideo-Avatar inputs as read
+
+
+TASKS = {"t2v": "hunyuan-video-t2v (random weights: tiny)", "i2v": "hunyuan-video-i2v (random weights: tiny-i2v)",
+         "custom": "hunyuan-custom, hunyuan-custom-audio or hunyuan-custom-editing (random weights: tiny-custom, "
+                   "tiny-custom-audio, tiny-custom-editing)",
+         "avatar": "hunyuan-avatar (random weights: tiny-avatar)"}
+
+
+def task_of(preset) -> str:
+    """The ``--task`` a preset performs, from its mechanisms."""
+    if sample_avatar.is_avatar(preset):
+        return "avatar"
+    if sample_custom.is_custom(preset):
+        return "custom"
+    return "i2v" if preset.image_to_video else "t2v"
+
+
+def check_task(task: str | None, preset) -> None:
+    """``--task`` (optional) must be one of ``TASKS`` and the one the model performs."""
+    if task is None:
+        return
+    if task not in TASKS:
+        raise UsageError(f"unknown --task {task!r}; use one of {', '.join(TASKS)} (or leave it out: the model decides)")
+    actual = task_of(preset)
+    if task != actual:
+        raise UsageError(f"--task {task} needs a {task} model: --model {TASKS[task]} or its converted directory; "
+                         f"{preset.name} is a {actual} model")
 
 
 def _text(args, p, model_dir, llava: bool = False):
@@ -100,6 +129,7 @@ def prepare(args: argparse.Namespace) -> Plan:
     sheet = args.sheet or os.path.splitext(out)[0] + ".png"
     output_path(sheet, ".png")
     p, model_dir = resolve_model(args.model)
+    check_task(args.task, p)
     if model_dir is None and not is_small(p):
         raise UsageError(f"preset {p.name!r} is full size: random weights are for small presets (e.g. tiny); "
                          "convert a checkpoint with `hcjax convert` and pass its directory")
@@ -111,6 +141,11 @@ def prepare(args: argparse.Namespace) -> Plan:
             flags = " and ".join({"dit": "--src (the DiT)", "vae": "--vae-src (the VAE)"}[m] for m in sorted(missing))
             raise UsageError(f"model directory {model_dir!r} lacks {', '.join(sorted(missing))}; convert again "
                              f"with {flags}")
+    if sample_avatar.is_avatar(p):
+        avatar, request, text, negative = sample_avatar.prepare_avatar(args, p, model_dir)
+        return Plan(p, model_dir, request, text, negative, None, None, out, sheet, p.sampler.fps,
+                    not args.no_progress, args.seed, avatar=avatar)
+    sample_avatar.refuse_avatar_flags(args, p)
     custom, frames = None, args.frames
     if sample_custom.is_custom(p):
         custom = sample_custom.prepare_custom(args, p, model_dir)
@@ -149,7 +184,9 @@ def execute(plan: Plan) -> None:
             _, dit_params, vae_params = convert.load_model_dir(plan.model_dir)
         except convert.ModelDirError as e:
             raise UsageError(" ".join(str(e).split())) from None
-    if plan.custom is not None:
+    if plan.avatar is not None:
+        result = sample_avatar.execute_avatar(plan.avatar, plan, dit_params, vae_params)
+    elif plan.custom is not None:
         result = sample_custom.execute_custom(plan.custom, plan, dit_params, vae_params)
     else:
         text, negative = plan.text, plan.negative
@@ -166,7 +203,8 @@ def execute(plan: Plan) -> None:
         os.remove(plan.out)
         raise
     r = plan.request
-    print(f"wrote {plan.out} ({r.frames} frames {r.height}x{r.width} at {plan.fps:g} fps) and {plan.sheet}")
+    print(f"wrote {plan.out} ({result.video.shape[1]} frames {r.height}x{r.width} at {plan.fps:g} fps) and "
+          f"{plan.sheet}")
     print(f"{plan.preset.name}: {r.steps} steps, shift {r.shift}, seed {r.seed}; {result.timings.report()}")
 
 
@@ -193,6 +231,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", help=f"{', '.join(TASKS)}: checked against the model (default: the model's task)")
     p.add_argument("--prompt", help="text (random-weight presets: a deterministic stand-in embedding)")
     p.add_argument("--negative-prompt", help="for CFG (default with text encoders: the official negative prompt)")
     p.add_argument("--text-embeds", help=".safetensors / .npz with text_states, text_mask, text_pooled "
@@ -213,6 +252,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sheet", help="contact sheet PNG (default: next to --out)")
     p.add_argument("--no-progress", action="store_true")
     sample_custom.add_arguments(p)
+    sample_avatar.add_arguments(p)
 
 
 def add_parser(sub) -> None:

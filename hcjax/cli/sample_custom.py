@@ -204,10 +204,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--ref-name", action="append",
                    help="the subject's word for the prompt template, one per --ref-image (default for one image: "
                         "object)")
-    g.add_argument("--audio", help="driving audio (audio model); must cover the video's frames at 25 fps")
+    g.add_argument("--audio", help="driving audio (audio model); must cover the video's frames at 25 fps. Avatar: "
+                                   "character 1's audio; it sets the video's length")
     g.add_argument("--audio-strength", type=float, default=1.0, help="scale of the audio's effect (official 1.0)")
     g.add_argument("--video", help="source video to edit (editing model; sets size and frame count)")
     g.add_argument("--mask", help="mask video of the same size, white = area to regenerate (editing model)")
     g.add_argument("--expand-scale", type=int, default=0, help="grow (>0) or shrink (<0) the mask, in pixels")
     g.add_argument("--no-step-cache", action="store_true",
-                   help="run every step in full (the official step cache re-runs only the last block on 8 of 30)")
+                   help="run every step in full (the official step cache re-runs only the last block on 8 of 30 "
+                        "steps; Avatar: 20 of 50)")
