@@ -309,11 +309,13 @@ AVATAR_SAMPLER = SamplerDefaults(steps=50, shift=5.0, embedded_guidance=None, cf
                                  height=704, width=704, fps=25.0)
 
 
-def _avatar(tiny: bool = False) -> Preset:
+def _avatar(tiny: bool = False, emotion: bool = False) -> Preset:
     """HunyuanVideo-Avatar: the character image (added frame for frame and prepended at time -1), the face-aware
-    audio adapter after the odd double blocks, motion / fps modulation; no guidance embedding."""
+    audio adapter after the odd double blocks, motion / fps modulation; no guidance embedding. ``emotion`` adds
+    the Audio Emotion Module (``conditioning.emotion``), which no released checkpoint has."""
     from hcjax.conditioning.avatar import AvatarMotion, AvatarReference
     from hcjax.conditioning.avatar_audio import AvatarAudio
+    from hcjax.conditioning.emotion import AvatarEmotion
     from hcjax.models.audio.whisper import WhisperEncoderConfig
 
     base = _tiny() if tiny else _hunyuan_video_t2v()
@@ -323,13 +325,17 @@ def _avatar(tiny: bool = False) -> Preset:
              if tiny else AvatarAudio(name="face_audio"))
     sampler = (dataclasses.replace(AVATAR_SAMPLER, steps=20, frames=9, height=64, width=64) if tiny
                else AVATAR_SAMPLER)
+    mechanisms = (AvatarReference(), audio, AvatarMotion())
+    if emotion:
+        mechanisms += (AvatarEmotion(double_blocks=(0, 1), hidden=32, head_dim=16) if tiny else AvatarEmotion(),)
+    what = ("the tiny model with the HunyuanVideo-Avatar structure" if tiny
+            else "HunyuanVideo-Avatar 13B: audio-driven character animation (face-aware audio adapter); official "
+                 "sampler: shift 5, 50 steps, scheduled CFG")
     return Preset(
-        "tiny-avatar" if tiny else "hunyuan-avatar",
-        base.dit.replace(guidance_embed=False, mechanisms=(AvatarReference(), audio, AvatarMotion())),
+        ("tiny-avatar" if tiny else "hunyuan-avatar") + ("-emotion" if emotion else ""),
+        base.dit.replace(guidance_embed=False, mechanisms=mechanisms),
         base.vae,
-        ("the tiny model with the HunyuanVideo-Avatar structure" if tiny
-         else "HunyuanVideo-Avatar 13B: audio-driven character animation (face-aware audio adapter); official "
-              "sampler: shift 5, 50 steps, scheduled CFG"),
+        what + ("; plus the Audio Emotion Module (ours, untrained: no released weights)" if emotion else ""),
         sampler,
         audio_encoder=whisper,
     )
@@ -342,12 +348,14 @@ _PRESETS: dict[str, Callable[[], Preset]] = {
     "hunyuan-custom-audio": lambda: _custom("audio"),
     "hunyuan-custom-editing": lambda: _custom("editing"),
     "hunyuan-avatar": _avatar,
+    "hunyuan-avatar-emotion": lambda: _avatar(emotion=True),
     "tiny": _tiny,
     "tiny-i2v": _tiny_i2v,
     "tiny-custom": lambda: _custom("image", tiny=True),
     "tiny-custom-audio": lambda: _custom("audio", tiny=True),
     "tiny-custom-editing": lambda: _custom("editing", tiny=True),
     "tiny-avatar": lambda: _avatar(tiny=True),
+    "tiny-avatar-emotion": lambda: _avatar(tiny=True, emotion=True),
 }
 
 

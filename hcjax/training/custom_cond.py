@@ -87,6 +87,12 @@ class CustomInputs:
             arrays["audio_feats"] = jnp.where(drop, jnp.zeros_like(feats), feats)
         return CustomCond(**arrays, audio_strength=self.settings.audio_strength)
 
+    @property
+    def fix(self) -> str:
+        """How to make a dataset that has the model's keys."""
+        return ("precompute the dataset for this model with tools/precompute_dataset.py --model MODEL (" +
+                ", ".join(PRECOMPUTE[k] for k in self.keys) + ")")
+
     def record_problems(self, record: dict, spec: DataSpec) -> list[str]:
         """How ``record`` fails the model's keys: ``spec``'s checks with the model's patterns for its keys, and
         the audio's frame count."""
@@ -106,8 +112,7 @@ class CustomInputs:
         one ``ValueError`` naming the keys and the fix."""
         declared = {k for k, _, _ in source.spec.extra}
         missing = [(k, shape) for k, shape, _ in self.extra if k not in declared]
-        fix = ("precompute the dataset for this model with tools/precompute_dataset.py --model MODEL (" +
-               ", ".join(PRECOMPUTE[k] for k in self.keys) + ")")
+        fix = self.fix
         if missing:
             what = ", ".join(f"{k!r} {_pattern(s)}" for k, s in missing)
             raise ValueError(f"{source.name} has no {what}, which the model's conditioning mechanisms read. "

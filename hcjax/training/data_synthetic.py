@@ -4,10 +4,12 @@
 variance) paired with its own fixed text embedding; record ``i`` is clip ``i % num_clips``. A model trained with
 flow matching can learn the text -> clip map, so its loss falls well below that of noise.
 
-Clips can also carry the HunyuanCustom conditions (``extra`` keys, ``hcjax.training.custom_cond``), each a
-simple function of the clip's latents that a model can learn to use: ``ref_latents`` its first latent frame
-(the identity image taken from the clip), ``bg_latents`` the latents with a random box zeroed ++ the box as a
-``+-1`` mask, ``audio_feats`` per video frame a fixed random linear map of its latent frame's channel means.
+Clips can also carry the HunyuanCustom and Avatar conditions (``extra`` keys, ``hcjax.training.custom_cond``,
+``hcjax.training.avatar_cond``), each a simple function of the clip's latents that a model can learn to use:
+``ref_latents`` its first latent frame (the identity image taken from the clip), ``bg_latents`` the latents with a
+random box zeroed ++ the box as a ``+-1`` mask, ``audio_feats`` per video frame a fixed random linear map of its
+latent frame's channel means, ``face_mask`` a random box of ones (zeros outside), ``emotion_latents`` its last
+latent frame (the expression the clip reaches).
 """
 
 from __future__ import annotations
@@ -63,8 +65,24 @@ def audio_windows(rng: np.random.Generator, latents: np.ndarray, shape: tuple) -
     return (feats / max(feats.std(), 1e-6)).reshape(-1, window, layers, c).astype(np.float32)
 
 
+def face_box(rng: np.random.Generator, latents: np.ndarray, shape: tuple) -> np.ndarray:
+    """``[1, H, W]``: ones in a random box of half the height and width, zeros elsewhere."""
+    _, h, w, _ = latents.shape
+    bh, bw = max(1, h // 2), max(1, w // 2)
+    top, left = int(rng.integers(0, h - bh + 1)), int(rng.integers(0, w - bw + 1))
+    mask = np.zeros((1, h, w), np.float32)
+    mask[:, top:top + bh, left:left + bw] = 1.0
+    return mask
+
+
+def last_frame(rng: np.random.Generator, latents: np.ndarray, shape: tuple) -> np.ndarray:
+    """``[1, H, W, C]``: the clip's last latent frame."""
+    return np.ascontiguousarray(latents[-1:])
+
+
 CONDITIONS: dict[str, Callable[[np.random.Generator, np.ndarray, tuple], np.ndarray]] = {
-    "ref_latents": reference_latents, "bg_latents": background_latents, "audio_feats": audio_windows}
+    "ref_latents": reference_latents, "bg_latents": background_latents, "audio_feats": audio_windows,
+    "face_mask": face_box, "emotion_latents": last_frame}
 
 
 class SyntheticSource(ClipSource):
@@ -107,7 +125,7 @@ class SyntheticSource(ClipSource):
     def for_model(cls, dit_cfg, num_records: int = 256, **kw) -> "SyntheticSource":
         """Records a DiT config trains on (its ``out_channels``, ``text_dim``, ``pooled_dim``, and the condition
         keys its mechanisms read)."""
-        from hcjax.training.custom_cond import record_extras
+        from hcjax.training.cond_inputs import record_extras
 
         return cls(num_records, latent_channels=dit_cfg.out_channels, text_dim=dit_cfg.text_dim,
                    pooled_dim=dit_cfg.pooled_dim, extra=record_extras(dit_cfg), **kw)

@@ -24,12 +24,14 @@ from hcjax.models.params import abstract_params, init_params
 from hcjax.parallel import distributed
 from hcjax.parallel.mesh import make_mesh
 from hcjax.parallel.shardings import with_shardings
+from hcjax.training import init_from
 from hcjax.training import loss as loss_lib
 from hcjax.training import optimizer as optimizer_lib
 from hcjax.training import state as state_lib
 from hcjax.training import trainable as trainable_lib
 from hcjax.training.checkpoint import TrainCheckpointer, export_params
-from hcjax.training.custom_cond import CondSettings, CustomInputs, custom_inputs
+from hcjax.training.cond_inputs import conditioning_inputs
+from hcjax.training.custom_cond import CondSettings, CustomInputs
 from hcjax.training.data import make_iterator
 from hcjax.training.data_source import check_dataset, open_dataset
 from hcjax.training.data_synthetic import SyntheticSource
@@ -119,11 +121,8 @@ def build(config: ml_collections.ConfigDict) -> Run:
     if c.model.init_from:
         from hcjax.convert.model_dir import read_model_info
 
-        stored = read_model_info(c.model.init_from)["preset"]
-        if stored != preset.name:
-            raise ValueError(f"model.init_from {c.model.init_from} holds a {stored!r} model, but model.preset is "
-                             f"{preset.name!r}; set --config.model.preset={stored} or convert the right checkpoint")
-    cond = custom_inputs(dit, CondSettings(**c.cond.to_dict()))
+        init_from.check_preset(c.model.init_from, read_model_info(c.model.init_from)["preset"], preset)
+    cond = conditioning_inputs(dit, CondSettings(**c.cond.to_dict()))
     source = _source(c, dit)
     check_dataset(source, dit)
     if cond is not None:
@@ -144,7 +143,11 @@ def _fresh_state(run: Run) -> state_lib.TrainState:
         from hcjax.convert.model_dir import load_model_dir
 
         _, params, _ = load_model_dir(c.model.init_from, parts=("dit",))
-        create = lambda p: state_lib.create(p, run.tx, run.trainable, c.train.seed, ema)  # noqa: E731
+
+        def create(p):   # params the directory lacks (an addable mechanism's) are freshly initialised
+            return state_lib.create(init_from.complete(p, run.dit, c.train.seed), run.tx, run.trainable,
+                                    c.train.seed, ema)
+
         return jax.jit(create, out_shardings=run.shardings)(params)
 
     def create_fresh():
