@@ -16,7 +16,7 @@ from hcjax import configs, convert
 from hcjax.conditioning import AvatarCond
 from hcjax.conditioning.avatar import reference_frame_positions
 from hcjax.conditioning.avatar_audio import mask_to_tokens, nearest_indices
-from hcjax.models import HunyuanVideoDiT, random_params
+from hcjax.models import HunyuanVideoDiT
 from hcjax.nn.rope import grid_positions
 from tests.avatar_reference import TorchAvatarDiT, official_rope_grid
 from tests.torch_reference import rel_l2, to_channels_last
