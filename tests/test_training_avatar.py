@@ -2,7 +2,7 @@
 CPU): audio-tiny lowers the loss; emotion-tiny, seeded from that run's params as a ``tiny-avatar`` model directory
 (the emotion params missing, freshly initialised), lowers it further while every other param stays bit-identical;
 the Avatar ``make_cond`` and condition dropout; the init_from rule; datasets without a key the model reads stop
-before training with one message."""
+before training with one message; tools/precompute_dataset.py makes the Avatar keys."""
 
 import json
 import os
@@ -21,7 +21,7 @@ from hcjax.models.params import init_params
 from hcjax.training import init_from
 from hcjax.training.cond_inputs import conditioning_inputs, record_extras
 from hcjax.training.custom_cond import CondSettings
-from hcjax.training.data import DataSpec, InMemorySource, SyntheticSource, check_dataset
+from hcjax.training.data import DataSpec, InMemorySource, SyntheticSource, check_dataset, open_dataset
 from hcjax.training.tfds_builder import write_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -189,3 +189,42 @@ def test_dataset_without_a_condition_key_stops_before_training(tmp_path, capsys)
     with pytest.raises(ValueError, match=r"audio_feats has 9 frames, the 2 latent frames need 5"):
         cond.check_source(InMemorySource(_records(**good | {"audio_feats": np.zeros((9, 10, 5, 16), np.float32)}),
                                          spec))
+
+
+def test_precompute_tool_makes_the_avatar_keys(tmp_path, capsys):
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import precompute_dataset
+    from hcjax.io import write_png
+    from hcjax.training.avatar_cond import avatar_inputs
+    from tests.test_training_custom import _custom_clips
+
+    src = _custom_clips(tmp_path / "in")
+    (src / "faces").mkdir()
+    for i in range(2):                                   # the face: pixel rows 8..23, columns 12..35
+        mask = np.zeros((32, 48), np.uint8)
+        mask[8:24, 12:36] = 255
+        write_png(src / "faces" / f"clip{i}.png", np.repeat(mask[..., None], 3, -1))
+    common = ["--src", str(src / "videos"), "--buckets", "32x48", "--frames", "5", "--text-len", "8"]
+    assert precompute_dataset.main(["--model", "tiny-avatar", "--out", str(tmp_path / "av"), *common,
+                                    "--ref-images", str(src / "refs"), "--audio", str(src / "audio"),
+                                    "--face-masks", str(src / "faces")]) == 0
+    dit = configs.get("tiny-avatar").dit
+    source = open_dataset(tmp_path / "av")
+    assert source.spec.extra == record_extras(dit)
+    check_dataset(source, dit, text_len=8)
+    conditioning_inputs(dit).check_source(source)
+    avatar_inputs(dit).check_source(source)
+    record = source[1]
+    chex.assert_shape(record["ref_latents"], (1, 4, 6, 16))
+    chex.assert_shape(record["audio_feats"], (5, 10, 5, 16))
+    chex.assert_shape(record["face_mask"], (1, 4, 6))
+    assert record["face_mask"][0, 0, 0] == 0 and record["face_mask"][0, 1, 2] == 1 == record["face_mask"][0, 2, 3]
+    capsys.readouterr()
+    # emotion models need --emotion-images, other models refuse it, before any work
+    assert precompute_dataset.main(["--model", "tiny-avatar-emotion", "--out", str(tmp_path / "x"), *common,
+                                    "--audio", str(src / "audio")]) == 2
+    assert "reads emotion images: give --emotion-images DIR" in capsys.readouterr().err
+    assert precompute_dataset.main(["--model", "tiny-avatar", "--out", str(tmp_path / "x"), *common,
+                                    "--audio", str(src / "audio"), "--emotion-images", str(src / "refs")]) == 2
+    assert "--emotion-images: the model tiny-avatar reads no emotion images" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

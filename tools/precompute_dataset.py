@@ -32,7 +32,25 @@ less one (831 at full size) and may not be shorter. The model directory then nee
 (tools/convert_text_encoders.py from the LLaVA folder). The stored null text is the sampler's unconditional
 branch for an empty negative prompt: a white image, the subject ``person``, the mask cut to the text.
 
-Reference, masked-video and mask latents are VAE posterior samples (``--seed``) times the scaling factor, as
+HunyuanVideo-Avatar models (``tiny-avatar``, ``hunyuan-avatar`` and their ``-emotion`` variants) get the keys of
+``hcjax.training.avatar_cond`` (dispatched by ``hcjax.training.cond_inputs``), from files named like the clip:
+
+* ``ref_latents [1, h, w, C]``: ``--ref-images DIR`` as above, but resized to cover the clip's size and
+  centre-cropped (``hcjax.io.resize_center_crop``), or the clip's first frame; one latent frame (training repeats it
+  over the clip's latent frames).
+* ``audio_feats [F, 10, 5, c]``: ``--audio DIR`` as above, with Avatar's Whisper features (``task="avatar"``).
+* ``face_mask [1, h, w]``: ``--face-masks DIR`` holds ``NAME.png`` (or another image type), white = the face,
+  resized and cropped like the clip, made binary (``pipelines.avatar_media.mask_image``) and shrunk bilinearly to
+  the latent size (``latent_face_mask``, values in [0, 1]); without ``--face-masks`` every mask is all ones, the
+  official fallback when no face is found.
+* ``emotion_latents [1, h, w, C]`` (``-emotion`` models only, which require it): ``--emotion-images DIR`` holds
+  ``NAME.png``, the emotion image, resized and cropped like the reference.
+
+Avatar datasets store the plain caption embedding (the T2V text encoders, ``--text-len`` default 256); the
+official Avatar text is LLaVA with the reference image and the "Authentic, ..." prompt prefix
+(``pipelines.avatar_text``), which this tool does not compute.
+
+Reference, masked-video, mask and emotion latents are VAE posterior samples (``--seed``) times the scaling factor, as
 the reference encodes them; the clip's own latents stay the posterior mean.
 
 Every input is checked before any model is loaded (exit status 2, one message naming the fix); the dataset is
@@ -70,6 +88,8 @@ class Clip:
     ref: Path | None = None    # the subject image (None: the first frame), for models that read ref_latents
     audio: Path | None = None
     mask: Path | None = None
+    face: Path | None = None       # Avatar face mask image (None: all ones)
+    emotion: Path | None = None    # Avatar emotion image
 
 
 @dataclasses.dataclass
@@ -170,14 +190,17 @@ def find_clips(src: Path, sizes, frames) -> list[Clip]:
 # Clip field -> the record key needing it, its flag, what the file is, the file types.
 CONDITION_FILES = {"ref": ("ref_latents", "--ref-images", "reference image", IMAGE_EXTS),
                    "audio": ("audio_feats", "--audio", "audio file", AUDIO_EXTS),
-                   "mask": ("bg_latents", "--masks", "mask video", VIDEO_EXTS)}
+                   "mask": ("bg_latents", "--masks", "mask video", VIDEO_EXTS),
+                   "face": ("face_mask", "--face-masks", "face mask image", IMAGE_EXTS),
+                   "emotion": ("emotion_latents", "--emotion-images", "emotion image", IMAGE_EXTS)}
+OPTIONAL_FILES = ("ref", "face")   # references default to the first frame, face masks to all ones
 
 
 def _condition_folder(field: str, args: argparse.Namespace, keys: tuple[str, ...], model: str) -> Path | None:
     key, flag, what, exts = CONDITION_FILES[field]
     value = getattr(args, flag[2:].replace("-", "_"))
     if value is None:
-        if key in keys and field != "ref":           # references default to the first frame
+        if key in keys and field not in OPTIONAL_FILES:
             raise UsageError(f"the model {model} reads {what}s: give {flag} DIR with one {what} per clip, named "
                              f"like the clip ({', '.join(exts)})")
         return None
@@ -189,8 +212,8 @@ def _condition_folder(field: str, args: argparse.Namespace, keys: tuple[str, ...
 
 
 def find_conditions(clips: list[Clip], args: argparse.Namespace, model: str, keys: tuple[str, ...]) -> None:
-    """Sets each clip's reference image, audio and mask video as the model's condition ``keys`` need them; all
-    problems in one ``UsageError``."""
+    """Sets each clip's reference, audio, mask video, face mask and emotion image files as the condition ``keys``
+    need them; all problems in one ``UsageError``."""
     folders = {field: _condition_folder(field, args, keys, model) for field in CONDITION_FILES}
     problems = []
     for field, folder in folders.items():
@@ -238,7 +261,8 @@ def prepare(args: argparse.Namespace) -> Plan:
     from hcjax.convert import ModelDirError, read_model_info
     from hcjax.convert.audio_encoder_dir import has_audio_encoder
     from hcjax.convert.text_encoder_dir import has_llava_image_path, has_text_encoders
-    from hcjax.training.custom_cond import record_extras
+    from hcjax.training.avatar_cond import is_avatar
+    from hcjax.training.cond_inputs import record_extras
 
     preset, model_dir = resolve_model(args.model)
     if model_dir is None and not is_small(preset):
@@ -261,7 +285,8 @@ def prepare(args: argparse.Namespace) -> Plan:
         raise UsageError(f"the folder of --out {out} does not exist; create {out.parent} first")
     extra = record_extras(preset)
     keys = tuple(k for k, _, _ in extra)
-    subject_text = "ref_latents" in keys and model_dir is not None
+    avatar = is_avatar(preset)
+    subject_text = "ref_latents" in keys and model_dir is not None and not avatar   # Avatar: the plain caption
     if subject_text and not has_llava_image_path(model_dir):
         raise UsageError(f"the model {preset.name} encodes each caption together with its subject image through "
                          f"LLaVA, and model directory {model_dir} has no LLaVA image path: convert the text encoders "
@@ -281,6 +306,16 @@ def prepare(args: argparse.Namespace) -> Plan:
     frames = parse_frames(args.frames, preset.vae.temporal_ratio)
     clips = find_clips(Path(args.src), sizes, frames)
     find_conditions(clips, args, preset.name, keys)
+    # face masks are read before any model is loaded: an all-black one has no face region
+    problems = []
+    for clip in clips:
+        if clip.face is not None:
+            try:
+                face_mask(clip, preset.vae.spatial_ratio)
+            except ValueError as e:
+                problems.append(f"{clip.face.name}: {e}")
+    if problems:
+        raise UsageError(f"{len(problems)} input problem(s), nothing written: " + "; ".join(problems))
     meta = {"source": {"model": os.path.abspath(args.model) if model_dir else args.model,
                        "videos": os.path.abspath(args.src),
                        "text": ("llava with subject image" if subject_text else "encoders") if model_dir
@@ -289,6 +324,8 @@ def prepare(args: argparse.Namespace) -> Plan:
     if keys:
         meta["conditions"] = {"keys": list(keys), "seed": args.seed, "reference": "images" if args.ref_images
                               else "first frame"}
+        if "face_mask" in keys:
+            meta["conditions"]["face_mask"] = "images" if args.face_masks else "all ones"
     return Plan(preset, model_dir, clips, out, text_len, args.text_dtype, not args.no_tiling, meta, extra,
                 args.seed, subject_text)
 
@@ -337,11 +374,24 @@ def load_audio_encoder(plan: Plan):
         from hcjax.convert.audio_encoder_dir import load_audio_encoder as load
 
         cfg, params = load(plan.model_dir)
-    channels = plan.preset.mechanism("audio").channels
+    channels = next(shape[-1] for k, shape, _ in plan.extra if k == "audio_feats")   # Custom's or Avatar's adapter
     if cfg.d_model != channels:
         raise UsageError(f"the audio encoder is {cfg.d_model} wide, the model's audio adapter reads {channels}; "
                          "convert the Whisper model the checkpoint was trained with")
     return cfg, params
+
+
+def face_mask(clip: Clip, ratio: int) -> np.ndarray:
+    """``face_mask [1, h / ratio, w / ratio]`` of a clip: its mask image (white = face) resized and cropped like the
+    clip, binary at pixel size, bilinear to latent size; all ones without one."""
+    from hcjax.io import read_image, resize_center_crop
+    from hcjax.pipelines.avatar_media import latent_face_mask, mask_image
+
+    (h, w), latent = clip.size, (clip.size[0] // ratio, clip.size[1] // ratio)
+    if clip.face is None:
+        return np.ones((1, *latent), np.float32)
+    pixels = mask_image(resize_center_crop(read_image(clip.face), h, w), h, w)
+    return latent_face_mask(pixels, latent)[None]
 
 
 def subject_image(clip: Clip, pixels: np.ndarray) -> np.ndarray:
@@ -358,7 +408,7 @@ def conditions(plan: Plan, i: int, clip: Clip, pixels: np.ndarray, subject: np.n
     import jax
 
     from hcjax.conditioning.audio_features import audio_condition
-    from hcjax.io import image_to_unit_range, read_video, resize_center_crop
+    from hcjax.io import image_to_unit_range, read_image, read_video, resize_center_crop
     from hcjax.pipelines.custom_media import editing_pixels
     from hcjax.pipelines.custom_text import pad_image
 
@@ -367,6 +417,7 @@ def conditions(plan: Plan, i: int, clip: Clip, pixels: np.ndarray, subject: np.n
     vae = plan.preset.vae
     posterior = vae_posterior(vae)
     k_ref, k_bg, k_mask = jax.random.split(jax.random.fold_in(jax.random.key(plan.seed), i), 3)
+    avatar = any(k == "face_mask" for k, _, _ in plan.extra)
 
     def sample(video, key):   # float [F, h, w, 3] in [-1, 1]
         dist = posterior(vae_params, np.asarray(video, np.float32)[None], tiling)
@@ -375,14 +426,23 @@ def conditions(plan: Plan, i: int, clip: Clip, pixels: np.ndarray, subject: np.n
     out, (f, h, w) = {}, (pixels.shape[0], *clip.size)
     for key, _, _ in plan.extra:
         if key == "ref_latents":
-            image = pad_image(subject, (h, w)) if clip.ref is not None else subject
+            if clip.ref is None:
+                image = subject
+            else:
+                image = resize_center_crop(subject, h, w) if avatar else pad_image(subject, (h, w))
             out[key] = sample(image_to_unit_range(image[None]), k_ref)
         elif key == "bg_latents":
             masked, mask = editing_pixels(pixels, np.stack([resize_center_crop(x, h, w)
                                                             for x in read_video(clip.mask)[:f]]))
             out[key] = np.concatenate([sample(masked, k_bg), sample(mask, k_mask)], axis=-1)
         elif key == "audio_feats":
-            out[key] = np.asarray(audio_condition(clip.audio, f, *whisper, task="custom"), np.float32)
+            out[key] = np.asarray(audio_condition(clip.audio, f, *whisper, task="avatar" if avatar else "custom"),
+                                  np.float32)
+        elif key == "face_mask":
+            out[key] = face_mask(clip, vae.spatial_ratio)
+        elif key == "emotion_latents":
+            image = resize_center_crop(read_image(clip.emotion), h, w)
+            out[key] = sample(image_to_unit_range(image[None]), jax.random.fold_in(k_ref, 1))
     return out
 
 
@@ -466,10 +526,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--text-dtype", choices=["float16", "float32"], default="float16",
                         help="how text states are stored (read back as float32)")
     parser.add_argument("--no-tiling", action="store_true", help="encode large clips whole (more memory)")
-    parser.add_argument("--ref-images", help="HunyuanCustom: folder of NAME.png subject images (default: each "
-                        "clip's first frame)")
-    parser.add_argument("--audio", help="HunyuanCustom audio: folder of NAME.wav, the sound of each clip (25 fps)")
+    parser.add_argument("--ref-images", help="HunyuanCustom / Avatar: folder of NAME.png subject images (default: "
+                        "each clip's first frame)")
+    parser.add_argument("--audio", help="HunyuanCustom audio / Avatar: folder of NAME.wav, the sound of each clip "
+                        "(25 fps)")
     parser.add_argument("--masks", help="HunyuanCustom editing: folder of NAME.mp4 mask videos (white = edit)")
+    parser.add_argument("--face-masks", help="Avatar: folder of NAME.png face masks (white = face; default: all "
+                        "ones, the official fallback when no face is found)")
+    parser.add_argument("--emotion-images", help="Avatar emotion models (required there): folder of NAME.png "
+                        "emotion images")
     parser.add_argument("--seed", type=int, default=0, help="seed of the conditions' VAE posterior samples")
     return parser
 
