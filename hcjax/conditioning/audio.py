@@ -98,6 +98,22 @@ class AudioCrossAttention(nn.Module):
         return Dense(d, ("audio_hidden", "embed"), name="to_out", kernel_init=nn.initializers.zeros, **kw)(out)
 
 
+def audio_layers(m, cfg, block_name: str) -> tuple[AudioProjection, list[AudioCrossAttention]]:
+    """``audio_proj`` and one cross-attention per hooked double block (``{block_name}_{k}``), created in the calling
+    module's scope; ``m`` is a CustomAudio / AvatarAudio config."""
+    kw = dict(dtype=resolve_dtype(cfg.dtype), param_dtype=resolve_dtype(cfg.param_dtype))
+    proj = AudioProjection(m.hidden, m.tokens_per_frame, cfg.hidden_size, name="audio_proj", **kw)
+    return proj, [AudioCrossAttention(m.hidden, m.head_dim, name=f"{block_name}_{k}", **kw)
+                  for k in range(len(m.double_blocks))]
+
+
+def init_audio_layers(proj: AudioProjection, blocks: list[AudioCrossAttention], m, hidden_size: int) -> None:
+    """Creates the layers' params from dummy inputs (``init`` without audio)."""
+    tokens = proj(jnp.zeros((1, 1, m.window, m.layers, m.channels), jnp.float32))
+    for block in blocks:
+        block(tokens, jnp.zeros((1, 1, 1, hidden_size), jnp.float32))
+
+
 class _AudioModule(nn.Module):
     mech: "CustomAudio"
     cfg: object
@@ -105,17 +121,11 @@ class _AudioModule(nn.Module):
     @nn.compact
     def __call__(self, cond, ctx: DiTContext) -> Extension:
         m, cfg = self.mech, self.cfg
-        kw = dict(dtype=resolve_dtype(cfg.dtype), param_dtype=resolve_dtype(cfg.param_dtype))
-        proj = AudioProjection(m.hidden, m.tokens_per_frame, cfg.hidden_size, name="audio_proj", **kw)
-        blocks = [AudioCrossAttention(m.hidden, m.head_dim, name=f"audio_models_{k}", **kw)
-                  for k in range(len(m.double_blocks))]
+        proj, blocks = audio_layers(m, cfg, "audio_models")
         feats = None if cond is None else cond.audio_feats
         if feats is None:
             if self.is_initializing():
-                tokens = proj(jnp.zeros((1, 1, m.window, m.layers, m.channels), jnp.float32))
-                video = jnp.zeros((1, 1, 1, cfg.hidden_size), jnp.float32)
-                for block in blocks:
-                    block(tokens, video)
+                init_audio_layers(proj, blocks, m, cfg.hidden_size)
             return Extension()
         t, h, w = ctx.grid
         want, frames = (m.window, m.layers, m.channels), video_frames(t)

@@ -23,8 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hcjax.conditioning.audio import AudioCrossAttention, AudioProjection, align_to_latents, video_frames
-from hcjax.configs import resolve_dtype
+from hcjax.conditioning.audio import align_to_latents, audio_layers, init_audio_layers, video_frames
 from hcjax.models.extensions import DiTContext, Extension
 
 
@@ -76,15 +75,10 @@ class _FaceAudioModule(nn.Module):
     @nn.compact
     def __call__(self, cond, ctx: DiTContext) -> Extension:
         m, cfg = self.mech, self.cfg
-        kw = dict(dtype=resolve_dtype(cfg.dtype), param_dtype=resolve_dtype(cfg.param_dtype))
-        proj = AudioProjection(m.hidden, m.tokens_per_frame, cfg.hidden_size, name="audio_proj", **kw)
-        blocks = [AudioCrossAttention(m.hidden, m.head_dim, name=f"audio_adapter_blocks_{j}", **kw)
-                  for j in range(len(m.double_blocks))]
+        proj, blocks = audio_layers(m, cfg, "audio_adapter_blocks")
         if cond is None or cond.audio_feats is None:
             if self.is_initializing():
-                tokens = proj(jnp.zeros((1, 1, m.window, m.layers, m.channels), jnp.float32))
-                for block in blocks:
-                    block(tokens, jnp.zeros((1, 1, 1, cfg.hidden_size), jnp.float32))
+                init_audio_layers(proj, blocks, m, cfg.hidden_size)
             return Extension()
         t, h, w = ctx.grid
         feats, mask = _by_character(cond, ctx.grid, video_frames(t), (m.window, m.layers, m.channels))
