@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from hcjax.configs import DiTConfig
-from tests.custom_reference import AudioProjNet2, PerceiverAttentionCA, rope_tables
+from tests.custom_reference import (AudioProjNet2, PerceiverAttentionCA, audio_attention, final_video,
+                                    official_blocks, rope_tables)
 from tests.torch_reference import diffusers_to_official, tiny_diffusers_dit
 
 
@@ -103,23 +104,13 @@ class TorchAvatarDiT(nn.Module):
         valid = img.shape[1] + mask.sum(dim=1)
         attn_mask = (torch.arange(length)[None] < valid[:, None])[:, None, None]
         rope = rope_tables(official_rope_grid(tt, th, tw), cfg)
-        if not is_cache:
-            for i, block in enumerate(dit.transformer_blocks):
-                img, txt = block(img, txt, vec, attn_mask, rope)
-                if i in self.audio_cfg.double_blocks:
-                    k = self.audio_cfg.double_blocks.index(i)
-                    video = img[:, ref_len:].reshape(b, tt, -1, img.shape[-1])
-                    aligned = torch.cat([feats[:, :1].repeat(1, 3, 1, 1), feats], dim=1)
-                    aligned = aligned.reshape(b, tt, -1, feats.shape[-1])
-                    out = self.audio_adapter_blocks[k](aligned, video).reshape(b, -1, img.shape[-1])
-                    img = img + torch.cat([torch.zeros_like(img[:, :ref_len]), out * face_mask], dim=1)
-            blocks = dit.single_transformer_blocks
-            for i, block in enumerate(blocks):
-                if i == len(blocks) - 1:
-                    self.cache = (img, txt)
-                img, txt = block(img, txt, vec, attn_mask, rope)
-        else:
-            img, txt = dit.single_transformer_blocks[-1](*self.cache, vec, attn_mask, rope)
-        img = dit.proj_out(dit.norm_out(img[:, ref_len:], vec))
-        img = img.reshape(b, tt, th, tw, -1, pt, ph, pw).permute(0, 4, 1, 5, 2, 6, 3, 7)
-        return img.flatten(6, 7).flatten(4, 5).flatten(2, 3)
+
+        def after_double(i, img):
+            if i not in self.audio_cfg.double_blocks:
+                return img
+            block = self.audio_adapter_blocks[self.audio_cfg.double_blocks.index(i)]
+            out = audio_attention(block, feats, img, ref_len, tt)
+            return img + torch.cat([torch.zeros_like(img[:, :ref_len]), out * face_mask], dim=1)
+
+        img = official_blocks(self, img, txt, vec, attn_mask, rope, after_double, is_cache)
+        return final_video(dit, img[:, ref_len:], vec, cfg.patch_size, (tt, th, tw))

@@ -130,23 +130,48 @@ class TorchCustomDiT(nn.Module):
         attn_mask = (torch.arange(length)[None] < valid[:, None])[:, None, None]
         rope = rope_tables(positions, cfg)
         feats = None if audio is None else self.audio_proj(audio)
-        if not is_cache:
-            for i, block in enumerate(dit.transformer_blocks):
-                img, txt = block(img, txt, temb, attn_mask, rope)
-                if feats is not None and i in self.audio_cfg.double_blocks:
-                    k = self.audio_cfg.double_blocks.index(i)
-                    video = img[:, ref_len:].reshape(b, tt, -1, img.shape[-1])
-                    aligned = torch.cat([feats[:, :1].repeat(1, 3, 1, 1), feats], dim=1)
-                    aligned = aligned.reshape(b, tt, -1, feats.shape[-1])
-                    out = self.audio_models[k](aligned, video).reshape(b, -1, img.shape[-1])
-                    img = img + torch.cat([torch.zeros_like(img[:, :ref_len]), out * strength], dim=1)
-            blocks = dit.single_transformer_blocks
-            for i, block in enumerate(blocks):
-                if i == len(blocks) - 1:
-                    self.cache = (img, txt)
-                img, txt = block(img, txt, temb, attn_mask, rope)
-        else:
-            img, txt = dit.single_transformer_blocks[-1](*self.cache, temb, attn_mask, rope)
-        img = dit.proj_out(dit.norm_out(img[:, ref_len:], temb))
-        img = img.reshape(b, tt, th, tw, -1, pt, ph, pw).permute(0, 4, 1, 5, 2, 6, 3, 7)
-        return img.flatten(6, 7).flatten(4, 5).flatten(2, 3)
+
+        def after_double(i, img):
+            if feats is None or i not in self.audio_cfg.double_blocks:
+                return img
+            out = audio_attention(self.audio_models[self.audio_cfg.double_blocks.index(i)], feats, img, ref_len, tt)
+            return img + torch.cat([torch.zeros_like(img[:, :ref_len]), out * strength], dim=1)
+
+        img = official_blocks(self, img, txt, temb, attn_mask, rope, after_double, is_cache)
+        return final_video(dit, img[:, ref_len:], temb, cfg.patch_size, (tt, th, tw))
+
+
+def audio_attention(block, feats, img, ref_len: int, frames: int):
+    """One ``PerceiverAttentionCA`` site: the video tokens (after ``ref_len`` reference tokens) of each latent frame
+    attend to that frame's 16 audio tokens (frame 0's 4 tokens prepended 3 more times); ``[B, L_video, D]``."""
+    b, d = img.shape[0], img.shape[-1]
+    video = img[:, ref_len:].reshape(b, frames, -1, d)
+    aligned = torch.cat([feats[:, :1].repeat(1, 3, 1, 1), feats], dim=1).reshape(b, frames, -1, feats.shape[-1])
+    return block(aligned, video).reshape(b, -1, d)
+
+
+def official_blocks(model, img, txt, vec, attn_mask, rope, after_double, is_cache: bool):
+    """The official block loop around diffusers' blocks (``model.dit``): double blocks, each followed by
+    ``after_double(i, img) -> img``; single blocks, the last one's input kept as ``model.cache``; with
+    ``is_cache`` only the last single block, on ``model.cache``. Returns the image-stream tokens."""
+    dit = model.dit
+    if is_cache:
+        img, _ = dit.single_transformer_blocks[-1](*model.cache, vec, attn_mask, rope)
+        return img
+    for i, block in enumerate(dit.transformer_blocks):
+        img, txt = block(img, txt, vec, attn_mask, rope)
+        img = after_double(i, img)
+    blocks = dit.single_transformer_blocks
+    for i, block in enumerate(blocks):
+        if i == len(blocks) - 1:
+            model.cache = (img, txt)
+        img, txt = block(img, txt, vec, attn_mask, rope)
+    return img
+
+
+def final_video(dit, img, vec, patch_size, grid):
+    """Final layer and unpatchify of the video tokens: ``[B, C, T, H, W]``."""
+    (pt, ph, pw), (tt, th, tw) = patch_size, grid
+    img = dit.proj_out(dit.norm_out(img, vec))
+    img = img.reshape(img.shape[0], tt, th, tw, -1, pt, ph, pw).permute(0, 4, 1, 5, 2, 6, 3, 7)
+    return img.flatten(6, 7).flatten(4, 5).flatten(2, 3)
