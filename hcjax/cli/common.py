@@ -47,3 +47,24 @@ def output_path(path: str, suffix: str) -> str:
     if not os.path.isdir(folder):
         raise UsageError(f"the folder of --out {path!r} does not exist; create {folder} first")
     return path
+
+
+def check_audio_encoder(preset, model_dir: str | None, mechanism: str, adapter: str, family: str) -> None:
+    """The model directory has a Whisper (whisper-tiny for ``family``) whose width the ``adapter`` (the DiT's
+    ``mechanism``) takes, from its config, no params loaded; presets use their own ``audio_encoder``."""
+    cfg = preset.audio_encoder
+    if model_dir is not None:
+        from hcjax.convert import ModelDirError
+        from hcjax.convert.audio_encoder_dir import has_audio_encoder, read_audio_encoder_config
+
+        if not has_audio_encoder(model_dir):
+            raise UsageError("this model directory has no audio encoder: add Whisper (whisper-tiny) with "
+                             "tools/convert_whisper.py")
+        try:
+            cfg = read_audio_encoder_config(model_dir)
+        except ModelDirError as e:
+            raise UsageError(" ".join(str(e).split())) from None
+    channels = preset.mechanism(mechanism).channels
+    if cfg.d_model != channels:
+        raise UsageError(f"the audio encoder gives {cfg.d_model}-wide states but {adapter} takes {channels}: "
+                         f"convert the Whisper the model was trained with (whisper-tiny for {family})")

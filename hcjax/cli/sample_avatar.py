@@ -10,7 +10,7 @@ import dataclasses
 
 import numpy as np
 
-from hcjax.cli.common import UsageError, is_small
+from hcjax.cli.common import UsageError, check_audio_encoder, is_small
 
 MAX_FRAMES = 400   # the release uses at most 400 audio frames (16 s at 25 fps)
 
@@ -149,26 +149,6 @@ def _check_mask_size(path: str, ref_hw, orig_hw, k: int) -> None:
                          f"{orig_hw[1]}x{orig_hw[0]}: give a mask of the image's size (white = face)")
 
 
-def _check_audio_encoder(preset, model_dir: str | None) -> None:
-    """The model directory has a Whisper of the width the audio adapter takes (from its config)."""
-    cfg = preset.audio_encoder
-    if model_dir is not None:
-        from hcjax.convert import ModelDirError
-        from hcjax.convert.audio_encoder_dir import has_audio_encoder, read_audio_encoder_config
-
-        if not has_audio_encoder(model_dir):
-            raise UsageError("this model directory has no audio encoder: add Whisper (whisper-tiny) with "
-                             "tools/convert_whisper.py")
-        try:
-            cfg = read_audio_encoder_config(model_dir)
-        except ModelDirError as e:
-            raise UsageError(" ".join(str(e).split())) from None
-    channels = preset.mechanism("face_audio").channels
-    if cfg.d_model != channels:
-        raise UsageError(f"the audio encoder gives {cfg.d_model}-wide states but the audio adapter takes {channels}: "
-                         "convert the Whisper the model was trained with (whisper-tiny for HunyuanVideo-Avatar)")
-
-
 def _text(args, preset, model_dir, plan: AvatarPlan):
     """``(text, negative)`` embeddings now (``--text-embeds``, random-weight stand-ins), or ``(None, None)`` with
     the prompts kept in ``plan`` for the model directory's encoders."""
@@ -218,7 +198,7 @@ def prepare_avatar(args: argparse.Namespace, preset, model_dir: str | None):
     audios = [_read(avatar_audio, path, flag) for flag, path in (("--audio", args.audio), ("--audio2", args.audio2))
               if path is not None]
     faces = _faces(args, len(audios), reference.shape[:2], orig_hw)
-    _check_audio_encoder(preset, model_dir)
+    check_audio_encoder(preset, model_dir, "face_audio", "the audio adapter", "HunyuanVideo-Avatar")
     frames = min(max(frames_of_audio(len(a), FPS) for a in audios), MAX_FRAMES)
     plan = AvatarPlan(reference, audios, faces, frames, step_cache=not args.no_step_cache)
     try:

@@ -9,7 +9,7 @@ import dataclasses
 
 import numpy as np
 
-from hcjax.cli.common import UsageError
+from hcjax.cli.common import UsageError, check_audio_encoder
 
 AUDIO_FPS = 25   # the audio windows assume 25 video frames per second (640 samples at 16 kHz)
 
@@ -103,31 +103,11 @@ def prepare_custom(args: argparse.Namespace, preset, model_dir: str | None) -> C
         return plan
     if args.audio is None:
         raise UsageError(f"{preset.name} is driven by audio: give --audio PATH (wav, or any format ffmpeg reads)")
-    _check_audio_encoder(preset, model_dir)
+    check_audio_encoder(preset, model_dir, "audio", "the model's AudioNet", "HunyuanCustom")
     from hcjax.io.audio import load_audio
 
     plan.audio = _read(load_audio, args.audio)
     return plan
-
-
-def _check_audio_encoder(preset, model_dir: str | None) -> None:
-    """The model directory has a Whisper whose width the AudioNet takes (from its config, no params loaded)."""
-    cfg = preset.audio_encoder
-    if model_dir is not None:
-        from hcjax.convert.audio_encoder_dir import has_audio_encoder, read_audio_encoder_config
-
-        if not has_audio_encoder(model_dir):
-            raise UsageError("this model directory has no audio encoder: add Whisper with tools/convert_whisper.py")
-        from hcjax.convert import ModelDirError
-
-        try:
-            cfg = read_audio_encoder_config(model_dir)
-        except ModelDirError as e:
-            raise UsageError(" ".join(str(e).split())) from None
-    channels = preset.mechanism("audio").channels
-    if cfg.d_model != channels:
-        raise UsageError(f"the audio encoder gives {cfg.d_model}-wide states but the model's AudioNet takes {channels}: "
-                         "convert the Whisper the model was trained with (whisper-tiny for HunyuanCustom)")
 
 
 def check_audio_covers(plan: CustomPlan, frames: int) -> None:
