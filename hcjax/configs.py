@@ -341,6 +341,43 @@ def _avatar(tiny: bool = False, emotion: bool = False) -> Preset:
     )
 
 
+HUMO_SAMPLER = SamplerDefaults(steps=50, shift=5.0, embedded_guidance=None, cfg_scale=5.0, frames=97,
+                               height=720, width=1280, fps=25.0)
+
+
+def _humo(tiny: bool = False) -> Preset:
+    """HuMo's mechanisms on the HunyuanVideo backbone: reference latents appended after the video
+    (``conditioning.humo``), audio cross-attention after every double block (``conditioning.humo_audio``, fed by
+    whisper-large-v3 windows) and the focus-by-predicting mask head (``conditioning.mask_predictor``); no guidance
+    embedding (time-adaptive CFG, ``sampling.humo_guidance``). No released checkpoint has this combination:
+    convert the T2V backbone and train the rest (``experiments/configs/humo.py``)."""
+    from hcjax.conditioning.humo import HumoReference
+    from hcjax.conditioning.humo_audio import HumoAudio
+    from hcjax.conditioning.mask_predictor import HumoMaskPredictor
+    from hcjax.models.audio.whisper import WhisperEncoderConfig
+
+    base = _tiny() if tiny else _hunyuan_video_t2v()
+    if tiny:
+        whisper = WhisperEncoderConfig(d_model=16, encoder_layers=4, encoder_attention_heads=2, encoder_ffn_dim=32)
+        mechanisms = (HumoReference(), HumoAudio(double_blocks=(0, 1), channels=whisper.d_model, hidden=32,
+                                                 tokens=16, features=24, head_dim=32),
+                      HumoMaskPredictor(taps=(1,), hidden=32))
+        sampler = dataclasses.replace(HUMO_SAMPLER, steps=20, frames=9, height=64, width=64)
+    else:
+        whisper, sampler = WhisperEncoderConfig.large_v3(), HUMO_SAMPLER
+        mechanisms = (HumoReference(), HumoAudio(), HumoMaskPredictor())
+    return Preset(
+        "tiny-humo" if tiny else "humo",
+        base.dit.replace(guidance_embed=False, mechanisms=mechanisms),
+        base.vae,
+        "the tiny model with HuMo's mechanisms" if tiny else
+        "HuMo's mechanisms on HunyuanVideo 13B: appended reference frames, audio cross-attention in every double "
+        "block, face-mask predictor; time-adaptive CFG (text 5.0, audio 5.5, switch at t 980), shift 5, 50 steps",
+        sampler,
+        audio_encoder=whisper,
+    )
+
+
 _PRESETS: dict[str, Callable[[], Preset]] = {
     "hunyuan-video-t2v": _hunyuan_video_t2v,
     "hunyuan-video-i2v": _hunyuan_video_i2v,
@@ -349,6 +386,7 @@ _PRESETS: dict[str, Callable[[], Preset]] = {
     "hunyuan-custom-editing": lambda: _custom("editing"),
     "hunyuan-avatar": _avatar,
     "hunyuan-avatar-emotion": lambda: _avatar(emotion=True),
+    "humo": _humo,
     "tiny": _tiny,
     "tiny-i2v": _tiny_i2v,
     "tiny-custom": lambda: _custom("image", tiny=True),
@@ -356,6 +394,7 @@ _PRESETS: dict[str, Callable[[], Preset]] = {
     "tiny-custom-editing": lambda: _custom("editing", tiny=True),
     "tiny-avatar": lambda: _avatar(tiny=True),
     "tiny-avatar-emotion": lambda: _avatar(tiny=True, emotion=True),
+    "tiny-humo": lambda: _humo(tiny=True),
 }
 
 

@@ -131,3 +131,34 @@ def test_avatar_count_and_keys(meta_state_dict):
     missing = {k: v for k, v in official.items() if k != "fps_proj.mlp.2.bias"}
     with pytest.raises(CheckpointMismatch, match=r"fps_proj\.mlp\.2\.bias"):
         convert.dit_from_torch(missing, cfg, source="official", shapes_only=True)
+
+
+# HuMo's extra keys on this backbone (reference B.6 with the DiT width 3072 and 20 double blocks; the block index
+# follows ``audio_cross_attn_wrapper`` instead of ``blocks``), plus our mask head, written out independently.
+HUMO_EXTRA = {
+    "audio_proj.audio_proj_glob_1.layer.weight": (512, 51200), "audio_proj.audio_proj_glob_1.layer.bias": (512,),
+    "audio_proj.audio_proj_glob_2.layer.weight": (512, 512), "audio_proj.audio_proj_glob_2.layer.bias": (512,),
+    "audio_proj.audio_proj_glob_3.layer.weight": (24576, 512), "audio_proj.audio_proj_glob_3.layer.bias": (24576,),
+    "audio_proj.audio_proj_glob_norm.layer.weight": (1536,), "audio_proj.audio_proj_glob_norm.layer.bias": (1536,),
+    **{f"audio_cross_attn_wrapper.{i}.{name}": shape for i in range(20) for name, shape in [
+        ("norm1_audio.weight", (3072,)), ("norm1_audio.bias", (3072,)),
+        ("audio_cross_attn.q.weight", (3072, 3072)), ("audio_cross_attn.q.bias", (3072,)),
+        ("audio_cross_attn.k.weight", (3072, 1536)), ("audio_cross_attn.k.bias", (3072,)),
+        ("audio_cross_attn.v.weight", (3072, 1536)), ("audio_cross_attn.v.bias", (3072,)),
+        ("audio_cross_attn.o.weight", (3072, 3072)), ("audio_cross_attn.o.bias", (3072,)),
+        ("audio_cross_attn.norm_q.weight", (3072,)), ("audio_cross_attn.norm_k.weight", (3072,))]},
+    "head.fc1.weight": (256, 4 * 3072), "head.fc1.bias": (256,), "head.fc2.weight": (4, 256), "head.fc2.bias": (4,),
+}
+HUMO_COUNT = 12_810_782_784 + 608_957_700   # the base without guidance_in; audio 605,810,688, mask head 3,147,012
+
+
+def test_humo_count_and_keys(meta_state_dict):
+    """``humo``: HuMo's audio keys (whose ``audio_proj`` has HuMo's own shapes) and the mask head map one-to-one."""
+    cfg = configs.get("humo").dit
+    assert count_params(abstract_params(cfg)) == HUMO_COUNT
+    assert_every_param_has_logical_axes(cfg)
+    official = {k: v for k, v in diffusers_to_official(meta_state_dict).items() if not k.startswith("guidance_in.")}
+    with torch.device("meta"):
+        official.update({k: torch.empty(shape) for k, shape in HUMO_EXTRA.items()})
+    shapes = convert.dit_from_torch(official, cfg, source="official", shapes_only=True)
+    assert count_params(shapes) == HUMO_COUNT

@@ -3,5 +3,6 @@ through its extension points (``hcjax.models.extensions``), and the inputs they 
 
 from hcjax.conditioning.avatar_cond import AvatarCond
 from hcjax.conditioning.custom_cond import CustomCond
+from hcjax.conditioning.humo_cond import HumoCond
 
-__all__ = ["AvatarCond", "CustomCond"]
+__all__ = ["AvatarCond", "CustomCond", "HumoCond"]

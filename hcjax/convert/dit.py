@@ -19,7 +19,8 @@ from hcjax.models.params import abstract_params
 SOURCES = ("official", "diffusers")
 STACKS = ("double_blocks", "single_blocks", "blocks")
 # hcjax module names whose official spelling has a "." before an index.
-_SEQUENTIAL = re.compile(r"^(mlp|adaLN_modulation|audio_models|audio_adapter_blocks)_(\d+)$")
+_SEQUENTIAL = re.compile(r"^(mlp|adaLN_modulation|audio_models|audio_adapter_blocks|audio_cross_attn_wrapper)"
+                         r"_(\d+)$")
 
 
 def official_key(path: Path, layer: int | None, mechanisms: tuple[str, ...] = ()) -> tuple[str, str]:

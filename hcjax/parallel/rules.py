@@ -37,6 +37,10 @@ PARAM_AXES = {
     "audio_hidden": "audio projection / audio cross-attention width (1024)",
     "audio_kv": "audio cross-attention key | value outputs (2 x 1024)",
     "audio_tokens": "audio tokens per video frame x hidden size (4 x 3072)",
+    "audio_embed": "HuMo's audio token width (1536)",
+    "mask_in": "the mask predictor's input: concatenated tap features (taps x 3072)",
+    "mask_hidden": "the mask predictor's hidden width (256)",
+    "mask_out": "the mask predictor's logits per token: the patch volume (4)",
 }
 
 ACTIVATION_AXES = {
