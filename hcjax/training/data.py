@@ -7,6 +7,10 @@ through the same bucket together and their shares are disjoint. The iterator's s
 batch number (plus a fingerprint of the plan), so a restored iterator yields exactly the same batches, on any
 number of hosts that divides the global batch.
 
+With ``task_mixer`` (a ``TaskMixer``, HuMo's progressive task mix) each batch also gets ``task [b] int32``: the
+tasks of this host's rows, drawn from ``(seed, k)`` and the global row indices alone, so hosts agree, the
+iterator state is unchanged and a resume is exact.
+
     source = open_dataset("data/clips")          # or SyntheticSource.for_model(cfg.dit)
     check_dataset(source, cfg.dit)
     it = make_iterator(source, global_batch=32, seed=0)
@@ -29,9 +33,10 @@ from hcjax.training.data_source import (ClipSource, InMemorySource, TfdsSource, 
                                         read_metadata)
 from hcjax.training.data_spec import CONTRACT, DataSpec, check_record, record_problems
 from hcjax.training.data_synthetic import SyntheticSource
+from hcjax.training.task_mixer import TaskMixer
 
 __all__ = ["CONTRACT", "BatchPlan", "ClipSource", "DataIterator", "DataSpec", "InMemorySource", "SyntheticSource",
-           "TfdsSource", "check_dataset", "check_record", "make_dataset", "make_iterator", "open_dataset",
+           "TaskMixer", "TfdsSource", "check_dataset", "check_record", "make_dataset", "make_iterator", "open_dataset",
            "read_metadata", "record_problems"]
 STATE_FORMAT = "hcjax-data-iterator"
 
@@ -108,10 +113,12 @@ def stack_records(records: list[dict], indices) -> dict[str, np.ndarray]:
 
 def make_dataset(source: ClipSource, *, global_batch: int, seed: int, process_index: int | None = None,
                  process_count: int | None = None, shuffle: bool = True,
-                 num_epochs: int | None = None) -> tuple[grain.MapDataset, BatchPlan]:
+                 num_epochs: int | None = None,
+                 task_mixer: TaskMixer | None = None) -> tuple[grain.MapDataset, BatchPlan]:
     """``(dataset, plan)``: a Grain ``MapDataset`` whose element ``k`` is this host's share of global batch ``k``
     (``global_batch / process_count`` records of one bucket, each checked against ``source.spec``), endless
-    unless ``num_epochs`` is given. Process index and count default to JAX's."""
+    unless ``num_epochs`` is given. Process index and count default to JAX's. ``task_mixer`` adds ``task [b]
+    int32`` (see module doc)."""
     index, count = _hosts(global_batch, process_index, process_count)
     plan = BatchPlan(source.bucket_ids, global_batch, seed, shuffle)
     per_host = global_batch // count
@@ -119,7 +126,13 @@ def make_dataset(source: ClipSource, *, global_batch: int, seed: int, process_in
 
     def load(k: int) -> dict[str, np.ndarray]:
         ids = plan.indices(k)[rows]
-        return stack_records([source.checked(int(i)) for i in ids], ids)
+        batch = stack_records([source.checked(int(i)) for i in ids], ids)
+        if task_mixer is not None:
+            if "task" in batch:
+                raise ValueError("the records already hold a 'task' key; drop it or make the iterator without "
+                                 "task_mixer")
+            batch["task"] = task_mixer.draw(plan.seed, k, np.arange(rows.start, rows.stop))
+        return batch
 
     length = plan.batches_per_epoch * num_epochs if num_epochs is not None else sys.maxsize
     return grain.MapDataset.range(length).map(load), plan
@@ -172,11 +185,12 @@ class DataIterator(Iterator[dict]):
 
 def make_iterator(source: ClipSource, *, global_batch: int, seed: int, process_index: int | None = None,
                   process_count: int | None = None, shuffle: bool = True, num_epochs: int | None = None,
-                  num_threads: int = 2, prefetch: int = 2) -> DataIterator:
+                  num_threads: int = 2, prefetch: int = 2, task_mixer: TaskMixer | None = None) -> DataIterator:
     """This host's batches of ``source`` (see module doc): dicts with ``latents [b, T, H, W, C]``,
     ``text_states [b, L, D]``, ``text_mask [b, L]``, ``text_pooled [b, P]`` (and any extra array keys),
     ``b = global_batch / process_count``. ``num_threads`` batches are read ahead in threads, at most ``prefetch``
-    buffered (0 reads in the calling thread)."""
+    buffered (0 reads in the calling thread). With ``task_mixer`` batches also hold ``task [b] int32``."""
     dataset, plan = make_dataset(source, global_batch=global_batch, seed=seed, process_index=process_index,
-                                 process_count=process_count, shuffle=shuffle, num_epochs=num_epochs)
+                                 process_count=process_count, shuffle=shuffle, num_epochs=num_epochs,
+                                 task_mixer=task_mixer)
     return DataIterator(dataset, plan, grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch))
