@@ -12,6 +12,7 @@ Compare Custom's references at time ``-k`` with a width shift and Avatar's frame
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import einops
 import flax.linen as nn
@@ -60,6 +61,7 @@ class HumoReference:
     right before the video tokens (``HumoAudio`` reads them there)."""
 
     name: str = "reference"
+    addable: ClassVar[bool] = True    # no params: any backbone directory seeds it
 
     def build(self, dit_cfg, name: str) -> nn.Module:
         if dit_cfg.patch_size[0] != 1:

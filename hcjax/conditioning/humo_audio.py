@@ -14,12 +14,15 @@ frames just before the video tokens) are frames too: they attend to their own wi
 
 Params mirror HuMo's key names (``audio_proj.audio_proj_glob_1.layer.*``, ``...audio_cross_attn.{q,k,v,o}``,
 ``norm_q``, ``norm_k``, ``norm1_audio``), so HuMo's ``audio_proj`` (whose width does not depend on the DiT)
-converts as is; the block index follows ``audio_cross_attn_wrapper`` instead of ``blocks.{i}``.
+converts as is; the block index follows ``audio_cross_attn_wrapper`` instead of ``blocks.{i}``. The output
+projection ``o`` starts at zero (no released weights fit this backbone), so a fresh module changes nothing and the
+backbone it is added to (``model.init_from``; the mechanism is ``addable``) starts where it was.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import einops
 import flax.linen as nn
@@ -94,7 +97,7 @@ class FrameAudioAttention(nn.Module):
         logits = jnp.einsum("bfhle,bfhae->bfhla", q, k, preferred_element_type=jnp.float32)
         weights = jax.nn.softmax(logits * np.float32(self.head_dim ** -0.5), axis=-1).astype(self.dtype)
         out = einops.rearrange(jnp.einsum("bfhla,bfhae->bfhle", weights, v), "b f h l e -> b f l (h e)")
-        return Dense(d, ("attn", "embed"), name="o", **kw)(out)
+        return Dense(d, ("attn", "embed"), name="o", kernel_init=nn.initializers.zeros, **kw)(out)
 
 
 class AudioCrossAttentionWrapper(nn.Module):
@@ -165,6 +168,7 @@ class HumoAudio:
     1536 per latent frame, heads of 128) after every one of the 20 double blocks."""
 
     name: str = "audio"
+    addable: ClassVar[bool] = True    # params may be missing from ``model.init_from`` (freshly initialised)
     double_blocks: tuple[int, ...] = tuple(range(20))
     window: int = 8
     groups: int = 5

@@ -14,6 +14,7 @@ taps, audio cross-attention included, to carry where the face is.
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import einops
 import flax.linen as nn
@@ -82,6 +83,7 @@ class HumoMaskPredictor:
     ``cond``. ``taps``: the double blocks whose output video tokens it reads (each once)."""
 
     name: str = "mask_predictor"
+    addable: ClassVar[bool] = True    # params may be missing from ``model.init_from`` (freshly initialised)
     taps: tuple[int, ...] = (16, 17, 18, 19)
     hidden: int = 256
 

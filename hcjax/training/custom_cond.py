@@ -37,14 +37,26 @@ PRECOMPUTE = {"ref_latents": "--ref-images DIR (or the clip's first frame)", "au
 @dataclasses.dataclass(frozen=True)
 class CondSettings:
     """The experiment config's ``cond`` section: ``audio_dropout`` (probability of training a sample with zero
-    audio) and ``audio_strength`` (scale of the audio cross-attention, as at sampling)."""
+    audio), ``audio_strength`` (scale of the audio cross-attention, as at sampling), and HuMo's
+    (``training.humo_cond``): ``image_dropout`` (probability of the zero reference frame) and the focus-by-predicting
+    loss weight, decayed linearly from ``mask_loss_weight`` to ``mask_loss_end_weight`` over
+    ``mask_loss_decay_steps`` (0: constant)."""
 
     audio_dropout: float = 0.0
     audio_strength: float = 1.0
+    image_dropout: float = 0.0
+    mask_loss_weight: float = 0.1
+    mask_loss_end_weight: float = 0.1
+    mask_loss_decay_steps: int = 0
 
     def __post_init__(self):
-        if not 0 <= self.audio_dropout <= 1:
-            raise ValueError(f"cond.audio_dropout must be in [0, 1], got {self.audio_dropout}")
+        problems = [f"cond.{k} must be in [0, 1], got {getattr(self, k)}" for k in ("audio_dropout", "image_dropout")
+                    if not 0 <= getattr(self, k) <= 1]
+        problems += [f"cond.{k} must be >= 0, got {getattr(self, k)}"
+                     for k in ("mask_loss_weight", "mask_loss_end_weight", "mask_loss_decay_steps")
+                     if getattr(self, k) < 0]
+        if problems:
+            raise ValueError("; ".join(problems))
 
 
 def record_extras(model) -> tuple[Extra, ...]:
@@ -100,7 +112,8 @@ class CustomInputs:
         wanted = dataclasses.replace(spec, extra=tuple(e for e in spec.extra if e[0] not in mine) + self.extra)
         out = record_problems(record, wanted)
         feats, lat = record.get("audio_feats"), record.get("latents")
-        if "audio_feats" in mine and getattr(feats, "ndim", 0) == 4 and getattr(lat, "ndim", 0) == 4:
+        per_video_frame = any(k == "audio_feats" and shape[0] is None for k, shape, _ in self.extra)
+        if per_video_frame and getattr(feats, "ndim", 0) == 4 and getattr(lat, "ndim", 0) == 4:
             want = video_frames(lat.shape[0])
             if feats.shape[0] != want:
                 out.append(f"audio_feats has {feats.shape[0]} frames, the {lat.shape[0]} latent frames need "

@@ -57,10 +57,12 @@ def background_latents(rng: np.random.Generator, latents: np.ndarray, shape: tup
 
 def audio_windows(rng: np.random.Generator, latents: np.ndarray, shape: tuple) -> np.ndarray:
     """``[4 (T - 1) + 1, window, layers, c]``: video frame ``f``'s window is a fixed random linear map (the same
-    for every clip) of the channel means of latent frame ``ceil(f / 4)``, scaled to unit std."""
-    _, window, layers, c = shape
+    for every clip) of the channel means of latent frame ``ceil(f / 4)``, scaled to unit std. For a pattern
+    ``["T", ...]`` (HuMo's windows per latent frame) one window per latent frame, the same map."""
+    frames_dim, window, layers, c = shape
     proj = np.random.default_rng(1234).standard_normal((latents.shape[-1], window * layers * c))
-    frames = (np.arange(video_frames(latents.shape[0])) + 3) // 4
+    frames = (np.arange(latents.shape[0]) if frames_dim == "T"
+              else (np.arange(video_frames(latents.shape[0])) + 3) // 4)
     feats = latents.mean(axis=(1, 2))[frames] @ proj
     return (feats / max(feats.std(), 1e-6)).reshape(-1, window, layers, c).astype(np.float32)
 

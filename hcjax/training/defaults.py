@@ -8,6 +8,7 @@ import ml_collections
 from hcjax.training.custom_cond import CondSettings
 from hcjax.training.loss import FlowMatchingLoss
 from hcjax.training.optimizer import OptimizerConfig
+from hcjax.training.task_mixer import TaskMixer
 
 
 def _from_dataclass(obj) -> ml_collections.ConfigDict:
@@ -39,6 +40,8 @@ def default_config() -> ml_collections.ConfigDict:
     ))
     c.loss = _from_dataclass(FlowMatchingLoss())
     c.cond = _from_dataclass(CondSettings())   # condition dropout of models with mechanisms (custom_cond)
+    # HuMo's progressive task mix (training.task_mixer): off, or the audio-visual-sync share per global batch
+    c.tasks = ml_collections.ConfigDict(dict(mix=False, **_from_dataclass(TaskMixer())))
     c.optim = _from_dataclass(OptimizerConfig())
     c.train = ml_collections.ConfigDict(dict(
         steps=1000,

@@ -35,9 +35,11 @@ from hcjax.training.custom_cond import CondSettings, CustomInputs
 from hcjax.training.data import make_iterator
 from hcjax.training.data_source import check_dataset, open_dataset
 from hcjax.training.data_synthetic import SyntheticSource
+from hcjax.training.humo_cond import HumoInputs
 from hcjax.training.metrics import MetricsWindow
 from hcjax.training.sharded_step import ShardedStep, batch_sharding
 from hcjax.training.step import make_train_step
+from hcjax.training.task_mixer import TaskMixer
 
 
 @dataclasses.dataclass
@@ -58,6 +60,7 @@ class Run:
     shardings: state_lib.TrainState
     workdir: Path
     cond: CustomInputs | None = None     # the conditioning mechanisms' inputs (None: the model has none)
+    tasks: TaskMixer | None = None       # HuMo's task mix of the batches (``tasks.mix``)
 
 
 def _dit_config(c: ml_collections.ConfigDict) -> tuple[configs.Preset, configs.DiTConfig]:
@@ -123,6 +126,7 @@ def build(config: ml_collections.ConfigDict) -> Run:
 
         init_from.check_preset(c.model.init_from, read_model_info(c.model.init_from)["preset"], preset)
     cond = conditioning_inputs(dit, CondSettings(**c.cond.to_dict()))
+    tasks = _task_mixer(c, cond)
     source = _source(c, dit)
     check_dataset(source, dit)
     if cond is not None:
@@ -133,7 +137,17 @@ def build(config: ml_collections.ConfigDict) -> Run:
     abstract = state_lib.abstract(params, tx, chosen, ema=optim.ema_decay > 0)
     shardings = state_lib.shardings(abstract, logical_axes(dit), mesh, tx, chosen)
     return Run(c, preset, dit, mesh, source, null_text(source), loss, optim, tx, chosen, abstract, shardings,
-               Path(c.train.workdir), cond)
+               Path(c.train.workdir), cond, tasks)
+
+
+def _task_mixer(c: ml_collections.ConfigDict, cond) -> TaskMixer | None:
+    """``tasks.mix``: HuMo's progressive task mix, for a model whose inputs read the batch's ``task``."""
+    if not c.tasks.mix:
+        return None
+    if not isinstance(cond, HumoInputs):
+        raise ValueError("tasks.mix draws HuMo's training tasks, but this model has none of HuMo's mechanisms; "
+                         "set --config.tasks.mix=False or train a humo preset")
+    return TaskMixer(**{k: v for k, v in c.tasks.to_dict().items() if k != "mix"})
 
 
 def _fresh_state(run: Run) -> state_lib.TrainState:
@@ -216,10 +230,11 @@ def run_training(run: Run) -> list[dict]:
     """The loop of a built run (``build``); resumes from the run's latest checkpoint if there is one."""
     c = run.config
     total = c.train.steps
-    data = make_iterator(run.source, global_batch=c.train.global_batch, seed=c.data.seed)
+    data = make_iterator(run.source, global_batch=c.train.global_batch, seed=c.data.seed, task_mixer=run.tasks)
     make_cond = None if run.cond is None else run.cond.make_cond
+    aux_loss = getattr(run.cond, "aux_loss", None)
     step_fn = ShardedStep(make_train_step(HunyuanVideoDiT(run.dit), run.loss, run.optim, run.tx, run.trainable,
-                                          make_cond), run.mesh, run.shardings)
+                                          make_cond, aux_loss), run.mesh, run.shardings)
     schedule = optimizer_lib.learning_rate_schedule(run.optim, total)
     with TrainCheckpointer(run.workdir / "checkpoints", save_every=c.train.checkpoint_every,
                            keep=c.train.keep_checkpoints, model_config=run.dit) as ckpt:

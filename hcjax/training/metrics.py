@@ -23,6 +23,9 @@ def peak_flops(device: jax.Device | None = None) -> float | None:
     return None
 
 
+BUILT_IN = ("loss", "grad_norm", "bucket_loss_sum", "bucket_count")
+
+
 class MetricsWindow:
     """Accumulates step metrics between two reports."""
 
@@ -34,6 +37,7 @@ class MetricsWindow:
     def _reset(self, now: float) -> None:
         self.start, self.steps, self.loss, self.grad_norm = now, 0, 0.0, 0.0
         self.bucket_sum = self.bucket_count = None
+        self.extra: dict[str, float] = {}     # other scalar metrics of the step (an auxiliary loss's)
 
     def add(self, metrics: dict) -> None:
         m = jax.device_get(metrics)
@@ -43,6 +47,9 @@ class MetricsWindow:
         s, c = np.asarray(m["bucket_loss_sum"]), np.asarray(m["bucket_count"])
         self.bucket_sum = s if self.bucket_sum is None else self.bucket_sum + s
         self.bucket_count = c if self.bucket_count is None else self.bucket_count + c
+        for k, v in m.items():
+            if k not in BUILT_IN and np.ndim(v) == 0:
+                self.extra[k] = self.extra.get(k, 0.0) + float(v)
 
     def report(self) -> dict:
         """Means since the last report (the window then restarts)."""
@@ -51,6 +58,7 @@ class MetricsWindow:
         out = {"loss": self.loss / n, "grad_norm": self.grad_norm / n, "steps_per_s": self.steps / seconds,
                "samples_per_s": self.steps * self.samples / seconds,
                "tokens_per_s": self.steps * self.samples * self.tokens / seconds}
+        out.update({k: v / n for k, v in self.extra.items()})
         if self.bucket_sum is not None:
             buckets = len(self.bucket_sum)
             for i, (s, c) in enumerate(zip(self.bucket_sum, self.bucket_count)):
