@@ -2,7 +2,8 @@
 
     hcjax info    --model PRESET            parameter counts and structure of a preset (no memory used)
     hcjax sample  --model PRESET_OR_DIR ... a video from text (I2V: a first frame; Custom: subject images;
-                                          Avatar: a character image and its audio)
+                                          Avatar: a character image and its audio; HuMo: reference images
+                                          and audio)
     hcjax convert --model PRESET ...        official / diffusers PyTorch checkpoints -> an Orbax model directory
     hcjax demo    [--out hcjax_demo.mp4]    the small bundled preset end to end, no arguments needed
     hcjax train   --config FILE.py[:VARIANT] [--config.key=value ...]   flow-matching training, resumable

@@ -49,16 +49,18 @@ def output_path(path: str, suffix: str) -> str:
     return path
 
 
-def check_audio_encoder(preset, model_dir: str | None, mechanism: str, adapter: str, family: str) -> None:
-    """The model directory has a Whisper (whisper-tiny for ``family``) whose width the ``adapter`` (the DiT's
-    ``mechanism``) takes, from its config, no params loaded; presets use their own ``audio_encoder``."""
+def check_audio_encoder(preset, model_dir: str | None, mechanism: str, adapter: str, family: str,
+                        whisper: str = "whisper-tiny"):
+    """The model directory has a Whisper (``whisper`` for ``family``) whose width the ``adapter`` (the DiT's
+    ``mechanism``) takes, from its config, no params loaded; presets use their own ``audio_encoder``. Returns
+    the encoder's config."""
     cfg = preset.audio_encoder
     if model_dir is not None:
         from hcjax.convert import ModelDirError
         from hcjax.convert.audio_encoder_dir import has_audio_encoder, read_audio_encoder_config
 
         if not has_audio_encoder(model_dir):
-            raise UsageError("this model directory has no audio encoder: add Whisper (whisper-tiny) with "
+            raise UsageError(f"this model directory has no audio encoder: add Whisper ({whisper}) with "
                              "tools/convert_whisper.py")
         try:
             cfg = read_audio_encoder_config(model_dir)
@@ -67,4 +69,5 @@ def check_audio_encoder(preset, model_dir: str | None, mechanism: str, adapter: 
     channels = preset.mechanism(mechanism).channels
     if cfg.d_model != channels:
         raise UsageError(f"the audio encoder gives {cfg.d_model}-wide states but {adapter} takes {channels}: "
-                         f"convert the Whisper the model was trained with (whisper-tiny for {family})")
+                         f"convert the Whisper the model was trained with ({whisper} for {family})")
+    return cfg

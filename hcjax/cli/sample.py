@@ -1,8 +1,10 @@
 """``hcjax sample``: a video from text embeddings (and a first-frame image for image-to-video models, subject images
-for HunyuanCustom, a character image and its audio for HunyuanVideo-Avatar).
+for HunyuanCustom, a character image and its audio for HunyuanVideo-Avatar, reference images and audio for
+HuMo).
 
 All inputs are checked first (sizes, frame count, media, embeddings, model directory); then the params are
-loaded, the sampling program compiled and run, and the MP4 and its PNG contact sheet written atomically.
+loaded, the sampling program compiled and run, and the MP4 and its PNG contact sheet (HuMo: and the face mask of
+``--mask-out``) written atomically.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import os
 
 import numpy as np
 
-from hcjax.cli import sample_avatar, sample_custom
+from hcjax.cli import sample_avatar, sample_custom, sample_humo
 from hcjax.cli.common import UsageError, is_small, output_path, resolve_model
 
 
@@ -34,16 +36,19 @@ class Plan:
     llava_image: np.ndarray | None = None   # the I2V image as read (uint8), for LLaVA's text path
     custom: sample_custom.CustomPlan | None = None   # HunyuanCustom inputs as read
     avatar: sample_avatar.AvatarPlan | None = None   # HunyuanVideo-Avatar inputs as read
+    humo: sample_humo.HumoPlan | None = None         # HuMo inputs as read
 
 
 TASKS = {"t2v": "hunyuan-video-t2v (random weights: tiny)", "i2v": "hunyuan-video-i2v (random weights: tiny-i2v)",
          "custom": "hunyuan-custom, hunyuan-custom-audio or hunyuan-custom-editing (random weights: tiny-custom, "
                    "tiny-custom-audio, tiny-custom-editing)",
-         "avatar": "hunyuan-avatar (random weights: tiny-avatar)"}
+         "avatar": "hunyuan-avatar (random weights: tiny-avatar)", "humo": "humo (random weights: tiny-humo)"}
 
 
 def task_of(preset) -> str:
     """The ``--task`` a preset performs, from its mechanisms."""
+    if sample_humo.is_humo(preset):
+        return "humo"
     if sample_avatar.is_avatar(preset):
         return "avatar"
     if sample_custom.is_custom(preset):
@@ -141,6 +146,11 @@ def prepare(args: argparse.Namespace) -> Plan:
             flags = " and ".join({"dit": "--src (the DiT)", "vae": "--vae-src (the VAE)"}[m] for m in sorted(missing))
             raise UsageError(f"model directory {model_dir!r} lacks {', '.join(sorted(missing))}; convert again "
                              f"with {flags}")
+    if sample_humo.is_humo(p):
+        humo, request, text, negative = sample_humo.prepare_humo(args, p, model_dir)
+        return Plan(p, model_dir, request, text, negative, None, None, out, sheet, p.sampler.fps,
+                    not args.no_progress, args.seed, humo=humo)
+    sample_humo.refuse_humo_flags(args, p)
     if sample_avatar.is_avatar(p):
         avatar, request, text, negative = sample_avatar.prepare_avatar(args, p, model_dir)
         return Plan(p, model_dir, request, text, negative, None, None, out, sheet, p.sampler.fps,
@@ -184,7 +194,10 @@ def execute(plan: Plan) -> None:
             _, dit_params, vae_params = convert.load_model_dir(plan.model_dir)
         except convert.ModelDirError as e:
             raise UsageError(" ".join(str(e).split())) from None
-    if plan.avatar is not None:
+    mask = None
+    if plan.humo is not None:
+        result, mask = sample_humo.execute_humo(plan.humo, plan, dit_params, vae_params)
+    elif plan.avatar is not None:
         result = sample_avatar.execute_avatar(plan.avatar, plan, dit_params, vae_params)
     elif plan.custom is not None:
         result = sample_custom.execute_custom(plan.custom, plan, dit_params, vae_params)
@@ -197,14 +210,20 @@ def execute(plan: Plan) -> None:
         result = generate(plan.preset, dit_params, vae_params, text, plan.request, negative=negative,
                           image=plan.image, progress=plan.progress)
     write_mp4(plan.out, result.video[0], fps=plan.fps)
+    written = [plan.out]
     try:
         write_png(plan.sheet, contact_sheet(result.video[0]))
+        written.append(plan.sheet)
+        if mask is not None:
+            sample_humo.write_face_mask(plan.humo, mask, plan.preset.vae.spatial_ratio)
+            written.append(plan.humo.mask_out)
     except BaseException:
-        os.remove(plan.out)
+        for path in written:
+            os.remove(path)
         raise
     r = plan.request
     print(f"wrote {plan.out} ({result.video.shape[1]} frames {r.height}x{r.width} at {plan.fps:g} fps) and "
-          f"{plan.sheet}")
+          f"{' and '.join(written[1:])}")
     print(f"{plan.preset.name}: {r.steps} steps, shift {r.shift}, seed {r.seed}; {result.timings.report()}")
 
 
@@ -253,6 +272,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true")
     sample_custom.add_arguments(p)
     sample_avatar.add_arguments(p)
+    sample_humo.add_arguments(p)
 
 
 def add_parser(sub) -> None:

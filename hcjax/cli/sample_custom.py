@@ -180,12 +180,14 @@ def execute_custom(plan: CustomPlan, main_plan, dit_params, vae_params) -> objec
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("HunyuanCustom")
-    g.add_argument("--ref-image", action="append", help="subject image (repeat for several subjects)")
+    g.add_argument("--ref-image", action="append", help="subject image (repeat for several subjects). Avatar: the "
+                                                        "character image; HuMo: a reference image (repeatable)")
     g.add_argument("--ref-name", action="append",
                    help="the subject's word for the prompt template, one per --ref-image (default for one image: "
                         "object)")
     g.add_argument("--audio", help="driving audio (audio model); must cover the video's frames at 25 fps. Avatar: "
-                                   "character 1's audio; it sets the video's length")
+                                   "character 1's audio; it sets the video's length. HuMo: the driving audio "
+                                   "(must cover the video)")
     g.add_argument("--audio-strength", type=float, default=1.0, help="scale of the audio's effect (official 1.0)")
     g.add_argument("--video", help="source video to edit (editing model; sets size and frame count)")
     g.add_argument("--mask", help="mask video of the same size, white = area to regenerate (editing model)")

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hcjax.configs import DiTConfig, Preset
+from hcjax.configs import DiTConfig, Preset, VAEConfig
 from hcjax.io import to_uint8
 from hcjax.models import CausalVAE, HunyuanVideoDiT
 from hcjax.pipelines.progress import PhaseTimer, StepProgress
@@ -139,9 +139,14 @@ def run_and_decode(preset: Preset, fn, args: tuple, vae_params, request: SampleR
             latents = jax.block_until_ready(compiled(*args))
     finally:
         bar.close()
-    vae = CausalVAE(preset.vae)
     with timer("decode"):
-        decode = jax.jit(functools.partial(vae.apply, method=CausalVAE.decode), static_argnums=2)
-        video = to_uint8(np.asarray(decode({"params": vae_params}, latents / preset.vae.scaling_factor,
-                                           request.vae_tiling)))
+        video = to_uint8(np.asarray(vae_decoder(preset.vae)({"params": vae_params},
+                                                            latents / preset.vae.scaling_factor, request.vae_tiling)))
     return SampleResult(video, np.asarray(latents), timer)
+
+
+@functools.lru_cache(maxsize=8)
+def vae_decoder(cfg: VAEConfig):
+    """``decode(variables, latents, tiling) -> pixels``: the VAE's jitted decoder, one per config (so repeated
+    samples of one shape compile once)."""
+    return jax.jit(functools.partial(CausalVAE(cfg).apply, method=CausalVAE.decode), static_argnums=2)
