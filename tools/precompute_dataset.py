@@ -50,8 +50,23 @@ Avatar datasets store the plain caption embedding (the T2V text encoders, ``--te
 official Avatar text is LLaVA with the reference image and the "Authentic, ..." prompt prefix
 (``pipelines.avatar_text``), which this tool does not compute.
 
-Reference, masked-video, mask and emotion latents are VAE posterior samples (``--seed``) times the scaling factor, as
-the reference encodes them; the clip's own latents stay the posterior mean.
+HuMo models (``humo``, ``tiny-humo``) get the keys of ``hcjax.training.humo_cond``, from files named like the clip,
+preprocessed as the HuMo sampler does (``pipelines.humo``):
+
+* ``ref_latents [1, h, w, C]``: ``--ref-images DIR`` as above, fitted inside the clip's size on a white canvas
+  (``pipelines.humo_media.reference_pixels``), or the clip's first frame; VAE-encoded as a one-frame video, the
+  posterior *mean* times the scaling factor (``pipelines.humo.encode_conditions``).
+* ``audio_feats [T, 8, 5, c]``: ``--audio DIR`` as above, HuMo's Whisper windows of the ``T = 1 + (F - 1) / 4``
+  latent frames (``audio_condition(task="humo")``, no reference slots). The Whisper (the model directory's,
+  whisper-large-v3; or the preset's random one) must have 4k layers (4k + 1 hidden states, HuMo's grouping), and
+  each audio file must cover its clip's frames at 25 fps; both are checked before any work.
+* ``face_mask [1, h, w]``: ``--face-masks DIR`` exactly as for Avatar; without it every mask is all ones, which
+  teaches the mask predictor nothing (give masks, or train with ``cond.mask_loss_weight`` 0).
+
+HuMo datasets store the plain caption embedding, as Avatar's.
+
+Custom and Avatar reference, masked-video, mask and emotion latents are VAE posterior samples (``--seed``) times the
+scaling factor, as the reference encodes them; the clip's own latents stay the posterior mean.
 
 Every input is checked before any model is loaded (exit status 2, one message naming the fix); the dataset is
 built in a hidden folder beside ``--out`` and renamed into place only once complete.
@@ -88,7 +103,7 @@ class Clip:
     ref: Path | None = None    # the subject image (None: the first frame), for models that read ref_latents
     audio: Path | None = None
     mask: Path | None = None
-    face: Path | None = None       # Avatar face mask image (None: all ones)
+    face: Path | None = None       # Avatar / HuMo face mask image (None: all ones)
     emotion: Path | None = None    # Avatar emotion image
 
 
@@ -263,6 +278,7 @@ def prepare(args: argparse.Namespace) -> Plan:
     from hcjax.convert.text_encoder_dir import has_llava_image_path, has_text_encoders
     from hcjax.training.avatar_cond import is_avatar
     from hcjax.training.cond_inputs import record_extras
+    from hcjax.training.humo_cond import is_humo
 
     preset, model_dir = resolve_model(args.model)
     if model_dir is None and not is_small(preset):
@@ -285,8 +301,8 @@ def prepare(args: argparse.Namespace) -> Plan:
         raise UsageError(f"the folder of --out {out} does not exist; create {out.parent} first")
     extra = record_extras(preset)
     keys = tuple(k for k, _, _ in extra)
-    avatar = is_avatar(preset)
-    subject_text = "ref_latents" in keys and model_dir is not None and not avatar   # Avatar: the plain caption
+    avatar, humo = is_avatar(preset), is_humo(preset)
+    subject_text = "ref_latents" in keys and model_dir is not None and not (avatar or humo)   # the plain caption
     if subject_text and not has_llava_image_path(model_dir):
         raise UsageError(f"the model {preset.name} encodes each caption together with its subject image through "
                          f"LLaVA, and model directory {model_dir} has no LLaVA image path: convert the text encoders "
@@ -299,7 +315,9 @@ def prepare(args: argparse.Namespace) -> Plan:
         raise UsageError(f"--text-len {text_len}: the caption with its subject image is {natural} tokens (256 + the "
                          f"image's features less one), and cutting it drops image features; leave --text-len out or "
                          f"give at least {natural}")
-    if "audio_feats" in keys and model_dir is not None and not has_audio_encoder(model_dir):
+    if humo and "audio_feats" in keys:
+        check_humo_whisper(preset, model_dir)
+    elif "audio_feats" in keys and model_dir is not None and not has_audio_encoder(model_dir):
         raise UsageError(f"model directory {model_dir} has no audio encoder: add it with tools/convert_whisper.py")
     multiple = preset.vae.spatial_ratio * preset.dit.patch_size[1]
     sizes = parse_sizes(args.buckets, multiple)
@@ -314,6 +332,8 @@ def prepare(args: argparse.Namespace) -> Plan:
                 face_mask(clip, preset.vae.spatial_ratio)
             except ValueError as e:
                 problems.append(f"{clip.face.name}: {e}")
+    if humo:
+        problems += humo_audio_problems(clips)
     if problems:
         raise UsageError(f"{len(problems)} input problem(s), nothing written: " + "; ".join(problems))
     meta = {"source": {"model": os.path.abspath(args.model) if model_dir else args.model,
@@ -326,8 +346,46 @@ def prepare(args: argparse.Namespace) -> Plan:
                               else "first frame"}
         if "face_mask" in keys:
             meta["conditions"]["face_mask"] = "images" if args.face_masks else "all ones"
+        if humo:
+            meta["conditions"]["ref_latents"] = "posterior mean, fitted on white"
     return Plan(preset, model_dir, clips, out, text_len, args.text_dtype, not args.no_tiling, meta, extra,
                 args.seed, subject_text)
+
+
+def check_humo_whisper(preset, model_dir: str | None) -> None:
+    """HuMo's Whisper, from its config alone: present, as wide as the audio projection, and with 4k layers (HuMo
+    averages 4 equal groups of hidden states plus the last one: whisper-large-v3's 33)."""
+    from hcjax.cli.common import check_audio_encoder
+
+    cfg = check_audio_encoder(preset, model_dir, "audio", "HuMo's audio projection", "HuMo", "whisper-large-v3")
+    if cfg.encoder_layers < 4 or cfg.encoder_layers % 4:
+        raise UsageError(f"HuMo groups the audio encoder's hidden states in 4 + 1; a Whisper with "
+                         f"{cfg.encoder_layers} layers does not fit: convert whisper-large-v3 (32 layers)")
+
+
+def humo_audio_problems(clips: list[Clip]) -> list[str]:
+    """Each clip's audio file read (``avatar_audio``: 16 kHz mono, finite) and long enough for its kept frames at
+    HuMo's 25 fps; the problems, each naming its fix."""
+    from hcjax.cli.sample_humo import FPS
+    from hcjax.io import MediaError
+    from hcjax.io.audio import SAMPLE_RATE, frames_of_audio
+    from hcjax.pipelines.avatar_media import avatar_audio
+
+    problems = []
+    for clip in clips:
+        if clip.audio is None:
+            continue
+        try:
+            samples = avatar_audio(clip.audio, FPS)
+        except MediaError as e:
+            problems.append(str(e))
+            continue
+        covered = frames_of_audio(len(samples), FPS)
+        if covered < clip.frames:
+            problems.append(f"audio {clip.audio.name} covers {covered} video frames ({len(samples) / SAMPLE_RATE:.2f} "
+                            f"s at {FPS} fps), fewer than the {clip.frames} of {clip.path.name}: give its full sound "
+                            "or shorter --frames")
+    return problems
 
 
 def fit_text(states: np.ndarray, mask: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -413,19 +471,28 @@ def conditions(plan: Plan, i: int, clip: Clip, pixels: np.ndarray, subject: np.n
     from hcjax.pipelines.custom_text import pad_image
 
     from hcjax.pipelines.custom import vae_posterior
+    from hcjax.pipelines.humo_media import reference_pixels
+    from hcjax.training.avatar_cond import is_avatar
+    from hcjax.training.humo_cond import is_humo
 
     vae = plan.preset.vae
     posterior = vae_posterior(vae)
     k_ref, k_bg, k_mask = jax.random.split(jax.random.fold_in(jax.random.key(plan.seed), i), 3)
-    avatar = any(k == "face_mask" for k, _, _ in plan.extra)
+    avatar, humo = is_avatar(plan.preset), is_humo(plan.preset)
 
     def sample(video, key):   # float [F, h, w, 3] in [-1, 1]
         dist = posterior(vae_params, np.asarray(video, np.float32)[None], tiling)
         return np.asarray(dist.sample(key), np.float32)[0] * np.float32(vae.scaling_factor)
 
+    def mean_frames(images):   # float [n, h, w, 3] in [-1, 1], each a one-frame video -> [n, h', w', C]
+        dist = posterior(vae_params, np.asarray(images, np.float32)[:, None], tiling)
+        return np.asarray(dist.mean, np.float32)[:, 0] * np.float32(vae.scaling_factor)
+
     out, (f, h, w) = {}, (pixels.shape[0], *clip.size)
     for key, _, _ in plan.extra:
-        if key == "ref_latents":
+        if key == "ref_latents" and humo:   # the first frame is at the clip's size: its canvas is itself
+            out[key] = mean_frames(reference_pixels([subject], h, w))
+        elif key == "ref_latents":
             if clip.ref is None:
                 image = subject
             else:
@@ -436,8 +503,8 @@ def conditions(plan: Plan, i: int, clip: Clip, pixels: np.ndarray, subject: np.n
                                                             for x in read_video(clip.mask)[:f]]))
             out[key] = np.concatenate([sample(masked, k_bg), sample(mask, k_mask)], axis=-1)
         elif key == "audio_feats":
-            out[key] = np.asarray(audio_condition(clip.audio, f, *whisper, task="avatar" if avatar else "custom"),
-                                  np.float32)
+            task = "humo" if humo else "avatar" if avatar else "custom"   # HuMo: no reference slots (num_ref 0)
+            out[key] = np.asarray(audio_condition(clip.audio, f, *whisper, task=task), np.float32)
         elif key == "face_mask":
             out[key] = face_mask(clip, vae.spatial_ratio)
         elif key == "emotion_latents":
@@ -526,12 +593,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--text-dtype", choices=["float16", "float32"], default="float16",
                         help="how text states are stored (read back as float32)")
     parser.add_argument("--no-tiling", action="store_true", help="encode large clips whole (more memory)")
-    parser.add_argument("--ref-images", help="HunyuanCustom / Avatar: folder of NAME.png subject images (default: "
-                        "each clip's first frame)")
-    parser.add_argument("--audio", help="HunyuanCustom audio / Avatar: folder of NAME.wav, the sound of each clip "
-                        "(25 fps)")
+    parser.add_argument("--ref-images", help="HunyuanCustom / Avatar / HuMo: folder of NAME.png subject images "
+                        "(default: each clip's first frame)")
+    parser.add_argument("--audio", help="HunyuanCustom audio / Avatar / HuMo: folder of NAME.wav, the sound of each "
+                        "clip (25 fps)")
     parser.add_argument("--masks", help="HunyuanCustom editing: folder of NAME.mp4 mask videos (white = edit)")
-    parser.add_argument("--face-masks", help="Avatar: folder of NAME.png face masks (white = face; default: all "
+    parser.add_argument("--face-masks", help="Avatar / HuMo: folder of NAME.png face masks (white = face; default: all "
                         "ones, the official fallback when no face is found)")
     parser.add_argument("--emotion-images", help="Avatar emotion models (required there): folder of NAME.png "
                         "emotion images")
