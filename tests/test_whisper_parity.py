@@ -113,7 +113,8 @@ def test_without_hidden_states(cfg, ref, features, jax_out):
     params = whisper_encoder_from_torch(ref.state_dict(), cfg)
     out = jax.jit(WhisperEncoder(cfg).apply, static_argnums=2)({"params": params}, features, False)
     assert out["hidden_states"] is None and out["raw_hidden_states"] is None
-    np.testing.assert_array_equal(out["last_hidden_state"], jax_out["last_hidden_state"])
+    # another program (no hidden states kept): equal up to fp32 rounding of differently fused ops
+    assert rel_l2(out["last_hidden_state"], jax_out["last_hidden_state"]) < 1e-6
 
 
 def test_wrong_frame_count_is_refused(cfg):

@@ -184,7 +184,7 @@ def torch_row(length: int, backward: bool, args: argparse.Namespace) -> float | 
     try:
         return median_seconds(step, lambda _: torch.cuda.synchronize(), args.repeats, args.warmup)
     finally:
-        del q, k, v, do
+        q = k = v = do = None   # free the GPU memory before empty_cache
         torch.cuda.empty_cache()
 
 

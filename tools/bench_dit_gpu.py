@@ -110,7 +110,7 @@ def time_diffusers(size, repeats: int) -> float | str:
                                      lambda _: torch.cuda.synchronize(), repeats)
     except torch.cuda.OutOfMemoryError as e:
         seconds = f"failed (out of memory: {str(e).splitlines()[0]})"
-    del model, inputs
+    model = inputs = None   # free the GPU memory before empty_cache (the closure above holds the names)
     torch.cuda.empty_cache()
     return seconds
 
