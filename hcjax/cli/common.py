@@ -71,3 +71,18 @@ def check_audio_encoder(preset, model_dir: str | None, mechanism: str, adapter: 
         raise UsageError(f"the audio encoder gives {cfg.d_model}-wide states but {adapter} takes {channels}: "
                          f"convert the Whisper the model was trained with ({whisper} for {family})")
     return cfg
+
+
+def embeds_with_negative(path: str, preset):
+    """``(text, negative)`` of a ``--text-embeds`` file for a model that guides with a negative text (Avatar, HuMo):
+    the file must carry the negative's arrays too."""
+    from hcjax.pipelines import text_inputs
+
+    try:
+        text, negative = text_inputs.load(path)
+    except ValueError as e:
+        raise UsageError(str(e).replace("\n", " ")) from None
+    if negative is None:
+        raise UsageError(f"{preset.name} guides with a negative text: --text-embeds needs negative_text_states, "
+                         "negative_text_mask and negative_text_pooled too")
+    return text, negative

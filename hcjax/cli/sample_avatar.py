@@ -10,7 +10,7 @@ import dataclasses
 
 import numpy as np
 
-from hcjax.cli.common import UsageError, check_audio_encoder, is_small
+from hcjax.cli.common import UsageError, check_audio_encoder, embeds_with_negative, is_small
 
 MAX_FRAMES = 400   # the release uses at most 400 audio frames (16 s at 25 fps)
 
@@ -157,14 +157,7 @@ def _text(args, preset, model_dir, plan: AvatarPlan):
     from hcjax.pipelines.avatar_text import AVATAR_NEGATIVE, avatar_prompt
 
     if args.text_embeds:
-        try:
-            text, negative = text_inputs.load(args.text_embeds)
-        except ValueError as e:
-            raise UsageError(str(e).replace("\n", " ")) from None
-        if negative is None:
-            raise UsageError(f"{preset.name} guides with a negative text: --text-embeds needs negative_text_states, "
-                             "negative_text_mask and negative_text_pooled too")
-        return text, negative
+        return embeds_with_negative(args.text_embeds, preset)
     if args.prompt is None:
         raise UsageError("give --prompt TEXT (or --text-embeds FILE)")
     if model_dir is not None:

@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from hcjax.cli.common import UsageError, check_audio_encoder
+from hcjax.cli.common import UsageError, check_audio_encoder, embeds_with_negative
 
 FPS = 25   # HuMo's audio windows are 25 fps (640 samples at 16 kHz per video frame)
 
@@ -100,14 +100,7 @@ def _text(args, preset, model_dir, plan: HumoPlan):
     from hcjax.pipelines import text_inputs
 
     if args.text_embeds:
-        try:
-            text, negative = text_inputs.load(args.text_embeds)
-        except ValueError as e:
-            raise UsageError(str(e).replace("\n", " ")) from None
-        if negative is None:
-            raise UsageError(f"{preset.name} guides with a negative text: --text-embeds needs negative_text_states, "
-                             "negative_text_mask and negative_text_pooled too")
-        return text, negative
+        return embeds_with_negative(args.text_embeds, preset)
     if args.prompt is None:
         raise UsageError("give --prompt TEXT (or --text-embeds FILE)")
     negative = DEFAULT_NEGATIVE if args.negative_prompt is None else args.negative_prompt
