@@ -5,7 +5,6 @@ LLaVA with the same stretched character image, the official prefix / negative an
 
 from __future__ import annotations
 
-import wave
 
 import numpy as np
 import pytest
@@ -14,12 +13,7 @@ from hcjax import cli, configs, convert
 from hcjax.io import read_image, read_video, write_png
 from hcjax.models.text import templates
 from hcjax.pipelines.avatar_media import reference_image, reference_size
-
-
-def _wav(path, seconds, rate=16000):
-    samples = (np.sin(np.arange(int(rate * seconds)) * 0.1) * 8000).astype(np.int16)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1), w.setsampwidth(2), w.setframerate(rate), w.writeframes(samples.tobytes())
+from tests.media_helpers import sine_wav
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +29,7 @@ def media(tmp_path_factory):
     write_png(root / "black.png", np.zeros((120, 90, 3), np.uint8))
     for name, seconds, rate in (("half.wav", 0.5, 16000), ("short.wav", 0.3, 16000), ("long.wav", 1.2, 16000),
                                 ("4k.wav", 0.5, 4000), ("empty.wav", 0.0, 16000), ("tiny.wav", 0.02, 16000)):
-        _wav(root / name, seconds, rate)
+        sine_wav(root / name, seconds, rate)
     return root
 
 

@@ -5,7 +5,6 @@ against three explicit DiT calls combined by HuMo's time-adaptive formula, and t
 
 from __future__ import annotations
 
-import wave
 
 import jax
 import jax.numpy as jnp
@@ -19,12 +18,7 @@ from hcjax.io import read_image, read_video, write_png
 from hcjax.models import HunyuanVideoDiT, random_params
 from hcjax.pipelines import SampleRequest, humo, text_inputs
 from hcjax.pipelines.humo_media import mask_strip, reference_canvas, reference_pixels
-
-
-def _wav(path, seconds, rate=16000):
-    samples = (np.sin(np.arange(int(rate * seconds)) * 0.1) * 8000).astype(np.int16)
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1), w.setsampwidth(2), w.setframerate(rate), w.writeframes(samples.tobytes())
+from tests.media_helpers import sine_wav
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +28,8 @@ def media(tmp_path_factory):
     tall[10:110, 5:85] = (200, 120, 90)
     write_png(root / "tall.png", tall)
     write_png(root / "wide.png", np.full((90, 160, 3), 60, np.uint8))
-    _wav(root / "half.wav", 0.5)     # 12 frames at 25 fps: covers 9
-    _wav(root / "short.wav", 0.2)    # 5 frames
+    sine_wav(root / "half.wav", 0.5)     # 12 frames at 25 fps: covers 9
+    sine_wav(root / "short.wav", 0.2)    # 5 frames
     return root
 
 
