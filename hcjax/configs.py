@@ -269,6 +269,13 @@ def _tiny_i2v() -> Preset:
                                description="the tiny model with the I2V structure (token replacement)")
 
 
+def _tiny_whisper():
+    """The Whisper encoder of the tiny audio presets: 16 wide, 4 layers (5 hidden states: HuMo's 5 groups work)."""
+    from hcjax.models.audio.whisper import WhisperEncoderConfig
+
+    return WhisperEncoderConfig(d_model=16, encoder_layers=4, encoder_attention_heads=2, encoder_ffn_dim=32)
+
+
 CUSTOM_SAMPLER = SamplerDefaults(steps=30, shift=13.0, embedded_guidance=None, cfg_scale=7.5, fps=25.0)
 CUSTOM_EDITING_SAMPLER = dataclasses.replace(CUSTOM_SAMPLER, steps=50, shift=5.0)
 
@@ -282,8 +289,7 @@ def _custom(kind: str, tiny: bool = False) -> Preset:
     from hcjax.models.audio.whisper import WhisperEncoderConfig
 
     base = _tiny() if tiny else _hunyuan_video_t2v()
-    whisper = (WhisperEncoderConfig(d_model=16, encoder_layers=4, encoder_attention_heads=2, encoder_ffn_dim=32)
-               if tiny else WhisperEncoderConfig.tiny())
+    whisper = _tiny_whisper() if tiny else WhisperEncoderConfig.tiny()
     audio = (CustomAudio(double_blocks=(0, 1), channels=whisper.d_model, hidden=32, head_dim=32) if tiny
              else CustomAudio())
     mechanisms = {"image": (Identity(),), "audio": (Identity(), audio), "editing": (Identity(), Editing())}[kind]
@@ -319,8 +325,7 @@ def _avatar(tiny: bool = False, emotion: bool = False) -> Preset:
     from hcjax.models.audio.whisper import WhisperEncoderConfig
 
     base = _tiny() if tiny else _hunyuan_video_t2v()
-    whisper = (WhisperEncoderConfig(d_model=16, encoder_layers=4, encoder_attention_heads=2, encoder_ffn_dim=32)
-               if tiny else WhisperEncoderConfig.tiny())
+    whisper = _tiny_whisper() if tiny else WhisperEncoderConfig.tiny()
     audio = (AvatarAudio(name="face_audio", double_blocks=(0, 1), channels=whisper.d_model, hidden=32, head_dim=32)
              if tiny else AvatarAudio(name="face_audio"))
     sampler = (dataclasses.replace(AVATAR_SAMPLER, steps=20, frames=9, height=64, width=64) if tiny
@@ -349,7 +354,7 @@ def _humo(tiny: bool = False) -> Preset:
     """HuMo's mechanisms on the HunyuanVideo backbone: reference latents appended after the video
     (``conditioning.humo``), audio cross-attention after every double block (``conditioning.humo_audio``, fed by
     whisper-large-v3 windows) and the focus-by-predicting mask head (``conditioning.mask_predictor``); no guidance
-    embedding (time-adaptive CFG, ``sampling.humo_guidance``). No released checkpoint has this combination:
+    embedding (time-adaptive CFG, ``sampling.TimeAdaptiveCFG``). No released checkpoint has this combination:
     convert the T2V backbone and train the rest (``experiments/configs/humo.py``)."""
     from hcjax.conditioning.humo import HumoReference
     from hcjax.conditioning.humo_audio import HumoAudio
@@ -358,7 +363,7 @@ def _humo(tiny: bool = False) -> Preset:
 
     base = _tiny() if tiny else _hunyuan_video_t2v()
     if tiny:
-        whisper = WhisperEncoderConfig(d_model=16, encoder_layers=4, encoder_attention_heads=2, encoder_ffn_dim=32)
+        whisper = _tiny_whisper()
         mechanisms = (HumoReference(), HumoAudio(double_blocks=(0, 1), channels=whisper.d_model, hidden=32,
                                                  tokens=16, features=24, head_dim=32),
                       HumoMaskPredictor(taps=(1,), hidden=32))

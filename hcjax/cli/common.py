@@ -86,3 +86,13 @@ def embeds_with_negative(path: str, preset):
         raise UsageError(f"{preset.name} guides with a negative text: --text-embeds needs negative_text_states, "
                          "negative_text_mask and negative_text_pooled too")
     return text, negative
+
+
+def read_media(reader, path, flag: str):
+    """``reader(path)`` (an image, audio or video reader), its failure one usage error naming ``flag``."""
+    from hcjax.io import MediaError
+
+    try:
+        return reader(path)
+    except (MediaError, ValueError) as e:
+        raise UsageError(f"{flag}: {e}") from None

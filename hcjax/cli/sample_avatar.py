@@ -10,7 +10,7 @@ import dataclasses
 
 import numpy as np
 
-from hcjax.cli.common import UsageError, check_audio_encoder, embeds_with_negative, is_small
+from hcjax.cli.common import UsageError, check_audio_encoder, embeds_with_negative, is_small, read_media
 
 MAX_FRAMES = 400   # the release uses at most 400 audio frames (16 s at 25 fps)
 
@@ -83,15 +83,6 @@ def _refuse_other_flags(args: argparse.Namespace, preset) -> None:
         raise UsageError(f"{preset.name} makes 25 fps video (its audio windows are 25 fps); drop --fps")
 
 
-def _read(reader, path, flag: str):
-    from hcjax.io import MediaError
-
-    try:
-        return reader(path)
-    except (MediaError, ValueError) as e:
-        raise UsageError(f"{flag}: {e}") from None
-
-
 def _reference(args, preset) -> tuple[np.ndarray, tuple[int, int]]:
     """The resized character image and the size of the image as given."""
     from hcjax.io import read_image
@@ -102,7 +93,7 @@ def _reference(args, preset) -> tuple[np.ndarray, tuple[int, int]]:
     if len(args.ref_image) > 1:
         raise UsageError(f"{preset.name} takes one --ref-image (all characters in one image, one face each); got "
                          f"{len(args.ref_image)}")
-    image = _read(read_image, args.ref_image[0], "--ref-image")
+    image = read_media(read_image, args.ref_image[0], "--ref-image")
     size = args.image_size or (IMAGE_SIZE if not is_small(preset) else preset.sampler.height)
     try:
         return reference_image(image, size), image.shape[:2]
@@ -124,7 +115,7 @@ def _faces(args, count: int, ref_hw: tuple[int, int], orig_hw: tuple[int, int]) 
     faces = []
     for k, (flag, value) in enumerate(given):
         if flag == "--face-box":
-            faces.append(_read(parse_face_box, value, "--face-box"))
+            faces.append(read_media(parse_face_box, value, "--face-box"))
         else:
             faces.append(value)
             _check_mask_size(value, ref_hw, orig_hw, k)
@@ -188,8 +179,8 @@ def prepare_avatar(args: argparse.Namespace, preset, model_dir: str | None):
     reference, orig_hw = _reference(args, preset)
     if args.audio is None:
         raise UsageError(f"{preset.name} is driven by audio: give --audio PATH (character 1; --audio2 for a second)")
-    audios = [_read(avatar_audio, path, flag) for flag, path in (("--audio", args.audio), ("--audio2", args.audio2))
-              if path is not None]
+    audios = [read_media(avatar_audio, path, flag)
+              for flag, path in (("--audio", args.audio), ("--audio2", args.audio2)) if path is not None]
     faces = _faces(args, len(audios), reference.shape[:2], orig_hw)
     check_audio_encoder(preset, model_dir, "face_audio", "the audio adapter", "HunyuanVideo-Avatar")
     frames = min(max(frames_of_audio(len(a), FPS) for a in audios), MAX_FRAMES)

@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from hcjax.cli.common import UsageError, check_audio_encoder, embeds_with_negative
+from hcjax.cli.common import UsageError, check_audio_encoder, embeds_with_negative, read_media
 
 FPS = 25   # HuMo's audio windows are 25 fps (640 samples at 16 kHz per video frame)
 
@@ -66,15 +66,6 @@ def _refuse_other_flags(args: argparse.Namespace, preset) -> None:
                          "--audio-scale")
     if args.fps not in (None, float(FPS)):
         raise UsageError(f"{preset.name} makes {FPS} fps video (its audio windows are {FPS} fps); drop --fps")
-
-
-def _read(reader, path, flag: str):
-    from hcjax.io import MediaError
-
-    try:
-        return reader(path)
-    except (MediaError, ValueError) as e:
-        raise UsageError(f"{flag}: {e}") from None
 
 
 def _mask_out(path: str | None, preset) -> str | None:
@@ -135,10 +126,10 @@ def prepare_humo(args: argparse.Namespace, preset, model_dir: str | None):
     found = request.problems(preset)
     if found:
         raise UsageError("; ".join(found))
-    images = [_read(read_image, path, "--ref-image") for path in args.ref_image or []]
+    images = [read_media(read_image, path, "--ref-image") for path in args.ref_image or []]
     if args.audio is None:
         raise UsageError(f"{preset.name} is driven by audio: give --audio PATH (wav, or any format ffmpeg reads)")
-    audio = _read(avatar_audio, args.audio, "--audio")
+    audio = read_media(avatar_audio, args.audio, "--audio")
     covered = frames_of_audio(len(audio), FPS)
     if covered < request.frames:
         fit = max((covered - 1) // 4 * 4 + 1, 1)

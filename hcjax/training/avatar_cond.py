@@ -19,18 +19,19 @@ image is always kept. Avatar has no audio strength (``cond.audio_strength`` must
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import einops
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from hcjax.conditioning.avatar import AvatarMotion, AvatarReference
 from hcjax.conditioning.avatar_audio import AvatarAudio
 from hcjax.conditioning.avatar_cond import AvatarCond
 from hcjax.conditioning.emotion import AvatarEmotion
 from hcjax.configs import resolve_dtype
-from hcjax.training.custom_cond import CondSettings, CustomInputs, Extra
+from hcjax.training.custom_cond import (CondSettings, CustomInputs, Extra, drop_samples, mask_range_problems,
+                                        refuse_audio_strength)
 from hcjax.training.data_spec import DataSpec
 
 AVATAR_MECHANISMS = (AvatarReference, AvatarAudio, AvatarMotion, AvatarEmotion)
@@ -60,6 +61,12 @@ def avatar_record_extras(model) -> tuple[Extra, ...]:
 class AvatarInputs(CustomInputs):
     """``CustomInputs`` (keys, record checks) whose ``make_cond`` builds an ``AvatarCond``."""
 
+    key_help: ClassVar[dict[str, str]] = {
+        "ref_latents": "ref_latents (the character image's latent frame)",
+        "audio_feats": "audio_feats (Whisper windows, hcjax.conditioning.audio_features)",
+        "face_mask": "face_mask (the face region in [0, 1])",
+        "emotion_latents": "emotion_latents (the emotion image's latent frame)"}
+
     def make_cond(self, batch: dict, key: jax.Array) -> AvatarCond:
         """``AvatarCond`` of a batch (``latents`` and the ``[B, ...]`` arrays of ``keys``), the audio dropped to
         zeros per sample with probability ``audio_dropout``."""
@@ -68,39 +75,19 @@ class AvatarInputs(CustomInputs):
             arrays["ref_latents"] = jnp.repeat(arrays["ref_latents"], batch["latents"].shape[1], axis=1)
         if "emotion_latents" in arrays:
             arrays["emotion_latents"] = einops.rearrange(arrays["emotion_latents"], "b 1 h w c -> b h w c")
-        p = self.settings.audio_dropout
-        if "audio_feats" in arrays and p > 0:
-            feats = arrays["audio_feats"]
-            drop = jax.random.bernoulli(key, p, (feats.shape[0],)).reshape((-1,) + (1,) * (feats.ndim - 1))
-            arrays["audio_feats"] = jnp.where(drop, jnp.zeros_like(feats), feats)
+        if "audio_feats" in arrays:
+            arrays["audio_feats"] = drop_samples(key, arrays["audio_feats"], self.settings.audio_dropout)
         return AvatarCond(**arrays)
-
-    @property
-    def fix(self) -> str:
-        return ("give the dataset these keys per clip (latents scaled, channels last, at the clip's latent size): "
-                + ", ".join(KEY_HELP[k] for k in self.keys))
 
     def record_problems(self, record: dict, spec: DataSpec) -> list[str]:
         out = super().record_problems(record, spec)
-        mask = record.get("face_mask")
-        if "face_mask" in self.keys and isinstance(mask, np.ndarray) and mask.size and (
-                mask.min() < 0 or mask.max() > 1):
-            out.append(f"face_mask has values in [{mask.min():g}, {mask.max():g}], needs [0, 1]")
-        return out
-
-
-KEY_HELP = {"ref_latents": "ref_latents (the character image's latent frame)",
-            "audio_feats": "audio_feats (Whisper windows, hcjax.conditioning.audio_features)",
-            "face_mask": "face_mask (the face region in [0, 1])",
-            "emotion_latents": "emotion_latents (the emotion image's latent frame)"}
+        return out + (mask_range_problems(record.get("face_mask")) if "face_mask" in self.keys else [])
 
 
 def avatar_inputs(model, settings: CondSettings = CondSettings()) -> AvatarInputs | None:
     """What training feeds the Avatar mechanisms of ``model``, in its compute dtype; ``None`` without any."""
     if not is_avatar(model):
         return None
-    if settings.audio_strength != 1.0:
-        raise ValueError(f"cond.audio_strength is {settings.audio_strength}, but HunyuanVideo-Avatar has no audio "
-                         "strength; leave it at 1.0")
+    refuse_audio_strength(settings, "HunyuanVideo-Avatar")
     cfg = getattr(model, "dit", model)
     return AvatarInputs(avatar_record_extras(cfg), settings, resolve_dtype(cfg.dtype))

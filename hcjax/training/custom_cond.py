@@ -19,10 +19,11 @@ text dropout (``loss.text_dropout``), so both go together with the product of th
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from hcjax.conditioning.audio import video_frames
 from hcjax.conditioning.custom_cond import CustomCond
@@ -83,6 +84,7 @@ class CustomInputs:
     extra: tuple[Extra, ...]
     settings: CondSettings = CondSettings()
     dtype: Any = jnp.float32
+    key_help: ClassVar[dict[str, str] | None] = None
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -92,16 +94,17 @@ class CustomInputs:
         """``CustomCond`` of a batch (``[B, ...]`` arrays of ``keys``), the audio dropped to zeros per sample
         with probability ``audio_dropout`` (``key``: the step's randomness for this micro-batch)."""
         arrays = {k: jnp.asarray(batch[k]).astype(self.dtype) for k in self.keys}
-        p = self.settings.audio_dropout
-        if "audio_feats" in arrays and p > 0:
-            feats = arrays["audio_feats"]
-            drop = jax.random.bernoulli(key, p, (feats.shape[0],)).reshape((-1,) + (1,) * (feats.ndim - 1))
-            arrays["audio_feats"] = jnp.where(drop, jnp.zeros_like(feats), feats)
+        if "audio_feats" in arrays:
+            arrays["audio_feats"] = drop_samples(key, arrays["audio_feats"], self.settings.audio_dropout)
         return CustomCond(**arrays, audio_strength=self.settings.audio_strength)
 
     @property
     def fix(self) -> str:
-        """How to make a dataset that has the model's keys."""
+        """How to make a dataset that has the model's keys (``key_help``: what each key holds, for the families
+        whose keys are described rather than named by the tool's flags)."""
+        if self.key_help is not None:
+            return ("give the dataset these keys per clip (latents scaled, channels last, at the clip's latent size): "
+                    + ", ".join(self.key_help[k] for k in self.keys))
         return ("precompute the dataset for this model with tools/precompute_dataset.py --model MODEL (" +
                 ", ".join(PRECOMPUTE[k] for k in self.keys) + ")")
 
@@ -134,6 +137,28 @@ class CustomInputs:
             problems = self.record_problems(source[i], source.spec)
             if problems:
                 raise ValueError(f"{source.name}: record {i}: {'; '.join(problems)}. Fix: {fix}")
+
+
+def drop_samples(key: jax.Array, x: jax.Array, p: float) -> jax.Array:
+    """``x [B, ...]`` with each sample replaced by zeros with probability ``p`` (condition dropout)."""
+    if p <= 0:
+        return x
+    drop = jax.random.bernoulli(key, p, (x.shape[0],)).reshape((-1,) + (1,) * (x.ndim - 1))
+    return jnp.where(drop, jnp.zeros_like(x), x)
+
+
+def mask_range_problems(mask) -> list[str]:
+    """A record's ``face_mask`` outside [0, 1], as a problem."""
+    if isinstance(mask, np.ndarray) and mask.size and (mask.min() < 0 or mask.max() > 1):
+        return [f"face_mask has values in [{mask.min():g}, {mask.max():g}], needs [0, 1]"]
+    return []
+
+
+def refuse_audio_strength(settings: CondSettings, family: str) -> None:
+    """Families whose audio has no strength knob take only ``cond.audio_strength`` 1."""
+    if settings.audio_strength != 1.0:
+        raise ValueError(f"cond.audio_strength is {settings.audio_strength}, but {family} has no audio strength; "
+                         "leave it at 1.0")
 
 
 def _pattern(shape: tuple) -> str:

@@ -24,6 +24,7 @@ face weighs as much as a large one), summed; weighted by ``cond.mask_loss_weight
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -34,7 +35,8 @@ from hcjax.conditioning.humo_audio import HumoAudio
 from hcjax.conditioning.humo_cond import HumoCond
 from hcjax.conditioning.mask_predictor import HumoMaskPredictor, predicted_mask
 from hcjax.configs import resolve_dtype
-from hcjax.training.custom_cond import CondSettings, CustomInputs, Extra
+from hcjax.training.custom_cond import (CondSettings, CustomInputs, Extra, drop_samples, mask_range_problems,
+                                        refuse_audio_strength)
 from hcjax.training.data_spec import DataSpec
 from hcjax.training.task_mixer import TASK_AUDIO
 
@@ -58,13 +60,6 @@ def humo_record_extras(model) -> tuple[Extra, ...]:
         elif isinstance(m, HumoMaskPredictor):
             out.append(("face_mask", (None, "H", "W"), "float32"))
     return tuple(out)
-
-
-def _drop(key: jax.Array, x: jax.Array, p: float) -> jax.Array:
-    if p <= 0:
-        return x
-    keep = ~jax.random.bernoulli(key, p, (x.shape[0],))
-    return x * keep.reshape((-1,) + (1,) * (x.ndim - 1)).astype(x.dtype)
 
 
 def audio_samples(batch: dict) -> jax.Array:
@@ -99,15 +94,19 @@ class HumoInputs(CustomInputs):
     the focus-by-predicting loss (``None`` for a model without a mask head)."""
 
     mask_head: str | None = None     # the HumoMaskPredictor's mechanism name
+    key_help: ClassVar[dict[str, str]] = {
+        "ref_latents": "ref_latents (one latent frame per reference image)",
+        "audio_feats": "audio_feats (HuMo windows per latent frame, audio_condition(task='humo'))",
+        "face_mask": "face_mask (the face region in [0, 1], 1 or T frames)"}
 
     def make_cond(self, batch: dict, key: jax.Array) -> HumoCond:
         k_ref, k_audio = jax.random.split(key)
         arrays = {k: jnp.asarray(batch[k]).astype(self.dtype) for k in self.keys if k != "face_mask"}
         if "ref_latents" in arrays:
-            arrays["ref_latents"] = _drop(k_ref, arrays["ref_latents"], self.settings.image_dropout)
+            arrays["ref_latents"] = drop_samples(k_ref, arrays["ref_latents"], self.settings.image_dropout)
         if "audio_feats" in arrays:
             feats = arrays["audio_feats"] * audio_samples(batch).reshape(-1, 1, 1, 1, 1).astype(self.dtype)
-            arrays["audio_feats"] = _drop(k_audio, feats, self.settings.audio_dropout)
+            arrays["audio_feats"] = drop_samples(k_audio, feats, self.settings.audio_dropout)
         return HumoCond(**arrays)
 
     @property
@@ -126,34 +125,21 @@ class HumoInputs(CustomInputs):
         weight = mask_loss_weight(self.settings, step)
         return weight * loss, {"mask_loss": loss, "mask_loss_weight": weight}
 
-    @property
-    def fix(self) -> str:
-        return ("give the dataset these keys per clip (latents scaled, channels last, at the clip's latent size): "
-                + ", ".join(KEY_HELP[k] for k in self.keys))
-
     def record_problems(self, record: dict, spec: DataSpec) -> list[str]:
         out = super().record_problems(record, spec)
         mask, lat = record.get("face_mask"), record.get("latents")
         if "face_mask" in self.keys and isinstance(mask, np.ndarray) and mask.ndim == 3 and mask.size:
-            if mask.min() < 0 or mask.max() > 1:
-                out.append(f"face_mask has values in [{mask.min():g}, {mask.max():g}], needs [0, 1]")
+            out += mask_range_problems(mask)
             if isinstance(lat, np.ndarray) and mask.shape[0] not in (1, lat.shape[0]):
                 out.append(f"face_mask has {mask.shape[0]} frames, needs 1 or the clip's {lat.shape[0]}")
         return out
-
-
-KEY_HELP = {"ref_latents": "ref_latents (one latent frame per reference image)",
-            "audio_feats": "audio_feats (HuMo windows per latent frame, audio_condition(task='humo'))",
-            "face_mask": "face_mask (the face region in [0, 1], 1 or T frames)"}
 
 
 def humo_inputs(model, settings: CondSettings = CondSettings()) -> HumoInputs | None:
     """What training feeds HuMo's mechanisms of ``model``, in its compute dtype; ``None`` without any."""
     if not is_humo(model):
         return None
-    if settings.audio_strength != 1.0:
-        raise ValueError(f"cond.audio_strength is {settings.audio_strength}, but HuMo's audio attention has no "
-                         "strength; leave it at 1.0")
+    refuse_audio_strength(settings, "HuMo's audio attention")
     cfg = getattr(model, "dit", model)
     head = next((m.name for m in cfg.mechanisms if isinstance(m, HumoMaskPredictor)), None)
     return HumoInputs(humo_record_extras(cfg), settings, resolve_dtype(cfg.dtype), mask_head=head)

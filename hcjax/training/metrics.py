@@ -23,7 +23,8 @@ def peak_flops(device: jax.Device | None = None) -> float | None:
     return None
 
 
-BUILT_IN = ("loss", "grad_norm", "bucket_loss_sum", "bucket_count")
+# the metrics every train step returns (``training.step``); any other scalar is an auxiliary loss's
+STEP_METRICS = ("loss", "grad_norm", "bucket_loss_sum", "bucket_count")
 
 
 class MetricsWindow:
@@ -48,7 +49,7 @@ class MetricsWindow:
         self.bucket_sum = s if self.bucket_sum is None else self.bucket_sum + s
         self.bucket_count = c if self.bucket_count is None else self.bucket_count + c
         for k, v in m.items():
-            if k not in BUILT_IN and np.ndim(v) == 0:
+            if k not in STEP_METRICS and np.ndim(v) == 0:
                 self.extra[k] = self.extra.get(k, 0.0) + float(v)
 
     def report(self) -> dict:

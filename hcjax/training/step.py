@@ -23,6 +23,7 @@ from hcjax.configs import resolve_dtype
 from hcjax.models.dit import HunyuanVideoDiT
 from hcjax.training import loss as loss_lib
 from hcjax.training import trainable as trainable_lib
+from hcjax.training.metrics import STEP_METRICS
 from hcjax.training.optimizer import OptimizerConfig
 from hcjax.training.state import TrainState
 
@@ -30,7 +31,6 @@ CondFn = Callable[[dict, jax.Array], Any]   # (batch, key) -> the DiT's cond
 # (micro-batch after text dropout, the DiT's sown "predictions", step) -> (scalar loss, {name: scalar metric})
 AuxLossFn = Callable[[dict, Any, jax.Array], tuple[jax.Array, dict]]
 PREDICTIONS = "predictions"   # the mutable collection extra output heads sow into
-_STEP_METRICS = ("loss", "grad_norm", "bucket_loss_sum", "bucket_count")
 
 
 def _micro_batches(batch: dict, accum: int) -> dict:
@@ -67,7 +67,7 @@ def make_train_step(model: HunyuanVideoDiT, loss_cfg: loss_lib.FlowMatchingLoss,
         velocity, variables = model.apply({"params": params}, *args, mutable=[PREDICTIONS], **kw)
         aux, aux_metrics = aux_loss(batch, variables.get(PREDICTIONS, {}), step)
         aux = jnp.asarray(aux, jnp.float32)
-        clash = set(aux_metrics) & set(_STEP_METRICS)
+        clash = set(aux_metrics) & set(STEP_METRICS)
         if clash:
             raise ValueError(f"aux_loss metrics {sorted(clash)} clash with the step's own metrics")
         return velocity, aux, aux_metrics
