@@ -33,6 +33,7 @@ from hcjax.configs import resolve_dtype
 from hcjax.models.extensions import DiTContext, Extension
 from hcjax.nn.embeddings import PatchEmbed, timestep_embedding, timestep_mlp
 from hcjax.nn.linear import Dense
+from hcjax.nn.rope import grid_positions
 
 MOTION_SCALARS = 4
 
@@ -40,8 +41,7 @@ MOTION_SCALARS = 4
 def reference_frame_positions(grid: tuple[int, int, int]) -> np.ndarray:
     """RoPE positions ``[H' W', 3]`` of the prepended reference frame: ``(-1, h, w)`` in row-major order."""
     _, h, w = grid
-    hh, ww = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-    return np.stack([np.full(h * w, -1), hh.reshape(-1), ww.reshape(-1)], axis=-1).astype(np.int32)
+    return grid_positions(1, h, w, offset=(-1, 0, 0))
 
 
 class _ReferenceModule(nn.Module):
