@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # pins, kept out of the environment's site-packages so that plain runs do not try to start a TPU.
 LIBTPU ?= libtpu==0.0.42.*
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo demo-model test bench clean
 
 $(VENV)/.installed: pyproject.toml requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,15 @@ setup: $(VENV)/.installed
 
 demo: setup
 	$(BIN)/hcjax demo
+
+# Retrains the bundled demo model from scratch on this CPU (see README "The demo model") and bundles it.
+demo-model: setup
+	rm -rf runs/demo-vae runs/demo-dit data/demo
+	$(BIN)/hcjax train --config experiments/configs/demo.py:vae
+	$(BIN)/python tools/demo_data.py --vae runs/demo-vae/export --out data/demo
+	$(BIN)/hcjax train --config experiments/configs/demo.py:dit
+	rm -rf hcjax/demo/weights && cp -r runs/demo-dit/export hcjax/demo/weights
+	$(BIN)/python tools/eval_demo.py --json runs/demo-dit/eval.json
 
 test: setup
 	$(BIN)/python -m pytest -q tests

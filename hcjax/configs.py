@@ -209,6 +209,10 @@ class Preset:
     sampler: SamplerDefaults = SamplerDefaults()
     # The Whisper encoder whose hidden states the model's audio adapter reads (None: no audio input).
     audio_encoder: Any = None
+    # A model directory shipped inside the package (path relative to the ``hcjax`` package), used instead of
+    # random weights; and a built-in text encoder ("demo": ``hcjax.demo.text``) instead of converted ones.
+    bundled_weights: str | None = None
+    text_encoder: str | None = None
 
     @property
     def image_to_video(self) -> bool:
@@ -383,6 +387,31 @@ def _humo(tiny: bool = False) -> Preset:
     )
 
 
+DEMO_SAMPLER = SamplerDefaults(steps=25, shift=3.0, embedded_guidance=None, cfg_scale=4.0, frames=17, height=128,
+                               width=128, fps=10.0)
+
+
+def _demo() -> Preset:
+    """The bundled demo model (``hcjax.demo``): HunyuanCustom's structure (identity reference at time -1, classic
+    CFG) at 2.6M DiT params, an 8-channel causal VAE, the word-vector text encoder; trained by ``hcjax train`` on
+    the procedural world (experiments/configs/demo.py)."""
+    from hcjax.conditioning.identity import Identity
+
+    return Preset(
+        "demo",
+        DiTConfig(in_channels=8, out_channels=8, hidden_size=128, num_heads=2, depth_double=2, depth_single=4,
+                  rope_axes=(16, 24, 24), text_dim=64, pooled_dim=64, refiner_depth=1, guidance_embed=False,
+                  mechanisms=(Identity(),), dtype="float32", param_dtype="float32"),
+        VAEConfig(latent_channels=8, block_channels=(8, 16, 32, 32), layers_per_block=1, norm_groups=8,
+                  scaling_factor=1.0, dtype="float32", param_dtype="float32"),
+        "the bundled demo model: shapes moving over backgrounds, from a caption and a reference image; trained by "
+        "hcjax on procedural data",
+        DEMO_SAMPLER,
+        bundled_weights="demo/weights",
+        text_encoder="demo",
+    )
+
+
 _PRESETS: dict[str, Callable[[], Preset]] = {
     "hunyuan-video-t2v": _hunyuan_video_t2v,
     "hunyuan-video-i2v": _hunyuan_video_i2v,
@@ -393,6 +422,7 @@ _PRESETS: dict[str, Callable[[], Preset]] = {
     "hunyuan-avatar-emotion": lambda: _avatar(emotion=True),
     "humo": _humo,
     "tiny": _tiny,
+    "demo": _demo,
     "tiny-i2v": _tiny_i2v,
     "tiny-custom": lambda: _custom("image", tiny=True),
     "tiny-custom-audio": lambda: _custom("audio", tiny=True),

@@ -32,12 +32,16 @@ def test_info_reports_the_full_model_without_memory(capsys):
     assert "12,821,012,544 params" in capsys.readouterr().out
 
 
-def test_demo_writes_a_video(tmp_path, capsys):
+def test_demo_writes_a_video_that_plays(tmp_path, capsys):
+    from hcjax.io import read_video
+
     out = tmp_path / "demo.mp4"
-    assert cli.main(["demo", "--frames", "5", "--height", "32", "--width", "48", "--steps", "2",
-                     "--out", str(out), "--no-progress"]) == 0
-    assert out.stat().st_size > 0 and (tmp_path / "demo.png").exists()
-    assert "5 frames 32x48" in capsys.readouterr().out
+    assert cli.main(["demo", "--steps", "2", "--out", str(out), "--no-progress"]) == 0
+    assert (tmp_path / "demo.png").exists() and (tmp_path / "demo_reference.png").exists()
+    text = capsys.readouterr().out
+    assert "17 frames 128x128" in text and "a red" in text and "star moving left" in text
+    video = read_video(out)   # decoded back
+    assert video.shape == (17, 128, 128, 3) and video.std() > 0
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -147,3 +147,15 @@ def test_modulate_forms_one_plus_scale_in_the_modulation_dtype():
     assert out.dtype == jnp.float32
     np.testing.assert_array_equal(out, 1.0)
     np.testing.assert_allclose(modulate(x, jnp.zeros((1, 4)), scale.astype(jnp.float32)), 1 + 2.0 ** -9)
+
+
+@pytest.mark.parametrize("stride", [(1, 1, 1), (2, 2, 2), (1, 2, 2)])
+def test_conv3d_as_2d_equals_the_3d_convolution(stride):
+    from hcjax.nn.conv import conv3d_as_2d
+
+    x = jax.random.normal(jax.random.key(0), (2, 7, 10, 12, 4))
+    w = jax.random.normal(jax.random.key(1), (3, 3, 3, 4, 5))
+    want = jax.lax.conv_general_dilated(x, w, stride, "VALID", dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+    got = conv3d_as_2d(x, w, stride)
+    assert got.shape == want.shape
+    assert float(jnp.linalg.norm(got - want) / jnp.linalg.norm(want)) < 1e-6

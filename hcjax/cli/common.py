@@ -28,7 +28,12 @@ def resolve_model(model: str):
     from hcjax import configs, convert
 
     if model in configs.names():
-        return configs.get(model), None
+        p = configs.get(model)
+        if p.bundled_weights is not None:   # the demo model ships its weights inside the package
+            bundled = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), p.bundled_weights)
+            if convert.is_model_dir(bundled):
+                return p, bundled
+        return p, None
     if os.path.isdir(model):
         try:
             info = convert.read_model_info(model)

@@ -82,6 +82,15 @@ def _text(args, p, model_dir, llava: bool = False):
         return text, negative, None
     if args.prompt is None:
         raise UsageError("give --prompt TEXT (or --text-embeds FILE)")
+    if p.text_encoder == "demo":
+        from hcjax.demo.text import DemoTextEncoder
+
+        encoder = DemoTextEncoder()
+        unknown = encoder.unknown(args.prompt)
+        if unknown:
+            print(f"note: the demo model never saw the words {', '.join(unknown)}; it knows "
+                  f"{', '.join(encoder.vocab[2:])}")
+        return encoder.encode([args.prompt]), encoder.encode([args.negative_prompt or ""]), None
     if model_dir is not None and has_text_encoders(model_dir):
         if (p.image_to_video or llava) and not has_llava_image_path(model_dir):
             raise UsageError("this model encodes the prompt together with the image through LLaVA, and "

@@ -8,18 +8,22 @@ from hcjax.cli.common import UsageError
 
 
 def run(args: argparse.Namespace) -> None:
-    from hcjax.training import loop, run_config
+    from hcjax.training import loop, run_config, vae_loop
 
     try:
         config = run_config.apply_overrides(run_config.load(args.config), args.overrides)
-        built = loop.build(config)
+        if config.model.part not in ("dit", "vae"):
+            raise ValueError(f"model.part {config.model.part!r}: use dit or vae")
+        trainer = vae_loop if config.model.part == "vae" else loop
+        built = trainer.build(config)
     except ValueError as e:  # config, mesh, data and checkpoint problems: all found before training
         raise UsageError(str(e)) from None
-    print(f"hcjax train: {config.name}: {built.dit.depth_double}+{built.dit.depth_single} blocks of width "
-          f"{built.dit.hidden_size}, mesh {dict(built.mesh.shape)}, {len(built.source)} clips, "
+    model = (f"the VAE {built.vae.block_channels}" if config.model.part == "vae" else
+             f"{built.dit.depth_double}+{built.dit.depth_single} blocks of width {built.dit.hidden_size}")
+    print(f"hcjax train: {config.name}: {model}, mesh {dict(built.mesh.shape)}, {len(built.source)} clips, "
           f"{config.train.steps} steps of batch {config.train.global_batch}; workdir {built.workdir}")
     try:
-        records = loop.run_training(built)
+        records = trainer.run_training(built)
     except ValueError as e:  # e.g. a checkpoint of another model, found when resuming
         raise UsageError(str(e)) from None
     if records:

@@ -9,6 +9,7 @@ from hcjax.training.custom_cond import CondSettings
 from hcjax.training.loss import FlowMatchingLoss
 from hcjax.training.optimizer import OptimizerConfig
 from hcjax.training.task_mixer import TaskMixer
+from hcjax.training.vae_step import VAELoss
 
 
 def _from_dataclass(obj) -> ml_collections.ConfigDict:
@@ -20,7 +21,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.name = "run"
     c.model = ml_collections.ConfigDict(dict(
         preset="hunyuan-video-t2v",
-        init_from="",               # a model directory (``hcjax convert``) to fine-tune; "" = fresh init
+        part="dit",                 # dit (flow matching) | vae (reconstruction + KL: training.vae_loop)
+        init_from="",               # a model directory (``hcjax convert``) to fine-tune; "" = fresh init; one
+                                    # holding only a VAE: a fresh DiT, exported with that VAE (the demo model)
         dtype="bfloat16",           # compute dtype; params and optimizer state stay fp32
         remat="full",               # none | full | save_dots | offload
         attention="auto",
@@ -36,9 +39,13 @@ def default_config() -> ml_collections.ConfigDict:
         synthetic_records=64,
         synthetic_shape=(2, 4, 6),   # latent (T, H, W) of the synthetic clips
         synthetic_text_len=8,
+        procedural_records=2000,     # source procedural (VAE runs): clips of the demo world (hcjax.demo.clips)
+        crop_frames=5,
+        crop_size=64,
         seed=0,
     ))
     c.loss = _from_dataclass(FlowMatchingLoss())
+    c.vae_loss = _from_dataclass(VAELoss())   # model.part vae
     c.cond = _from_dataclass(CondSettings())   # condition dropout of models with mechanisms (custom_cond)
     # HuMo's progressive task mix (training.task_mixer): off, or the audio-visual-sync share per global batch
     c.tasks = ml_collections.ConfigDict(dict(mix=False, **_from_dataclass(TaskMixer())))

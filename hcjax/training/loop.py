@@ -111,6 +111,8 @@ def null_text(source) -> dict:
 def build(config: ml_collections.ConfigDict) -> Run:
     """Checks and builds a run; every error here comes before any training work."""
     c = config
+    if c.model.part != "dit":
+        raise ValueError(f"model.part {c.model.part!r}: loop.build trains the DiT (dit); use vae_loop.build for vae")
     if c.train.distributed:
         distributed.initialize()
     preset, dit = _dit_config(c)
@@ -153,9 +155,9 @@ def _task_mixer(c: ml_collections.ConfigDict, cond) -> TaskMixer | None:
 def _fresh_state(run: Run) -> state_lib.TrainState:
     c = run.config
     ema = run.optim.ema_decay > 0
-    if c.model.init_from:
-        from hcjax.convert.model_dir import load_model_dir
+    from hcjax.convert.model_dir import load_model_dir, read_model_info
 
+    if c.model.init_from and "dit" in read_model_info(c.model.init_from)["parts"]:
         _, params, _ = load_model_dir(c.model.init_from, parts=("dit",))
 
         def create(p):   # params the directory lacks (an addable mechanism's) are freshly initialised
@@ -222,7 +224,12 @@ class _Log:
 
 
 def train(config: ml_collections.ConfigDict) -> list[dict]:
-    """Runs (or resumes) the training of ``config``; returns the logged records."""
+    """Runs (or resumes) the training of ``config`` (the DiT, or the VAE with ``model.part = "vae"``); returns the
+    logged records."""
+    if config.model.part == "vae":
+        from hcjax.training import vae_loop
+
+        return vae_loop.run_training(vae_loop.build(config))
     return run_training(build(config))
 
 

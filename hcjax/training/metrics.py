@@ -45,9 +45,10 @@ class MetricsWindow:
         self.steps += 1
         self.loss += float(m["loss"])
         self.grad_norm += float(m["grad_norm"])
-        s, c = np.asarray(m["bucket_loss_sum"]), np.asarray(m["bucket_count"])
-        self.bucket_sum = s if self.bucket_sum is None else self.bucket_sum + s
-        self.bucket_count = c if self.bucket_count is None else self.bucket_count + c
+        if "bucket_loss_sum" in m:   # the flow-matching step's (the VAE step has none)
+            s, c = np.asarray(m["bucket_loss_sum"]), np.asarray(m["bucket_count"])
+            self.bucket_sum = s if self.bucket_sum is None else self.bucket_sum + s
+            self.bucket_count = c if self.bucket_count is None else self.bucket_count + c
         for k, v in m.items():
             if k not in STEP_METRICS and np.ndim(v) == 0:
                 self.extra[k] = self.extra.get(k, 0.0) + float(v)

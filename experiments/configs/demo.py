@@ -1,0 +1,47 @@
+"""The bundled demo model, trained from scratch on a CPU on the procedural world (``hcjax.demo``). In order:
+
+    hcjax train --config experiments/configs/demo.py:vae        # the 8-channel causal VAE (runs/demo-vae)
+    python tools/demo_data.py --vae runs/demo-vae/export --out data/demo     # latents + text through the VAE
+    hcjax train --config experiments/configs/demo.py:dit        # the DiT (runs/demo-dit); export = VAE + DiT
+    python tools/eval_demo.py --model runs/demo-dit/export      # the held-out scores
+
+``make demo-model`` runs all four and copies the export into the package (``hcjax/demo/weights``).
+"""
+
+from hcjax.training.defaults import default_config
+
+VARIANTS = ("vae", "dit")
+
+
+def get_config(variant=None):
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r} of demo.py; use demo.py:vae or demo.py:dit")
+    c = default_config()
+    c.name = f"demo-{variant}"
+    c.model.preset = "demo"
+    c.model.dtype = "float32"
+    c.model.remat = "none"
+    c.train.workdir = f"runs/demo-{variant}"
+    c.train.log_every = 25
+    c.train.checkpoint_every = 250
+    c.train.tensorboard = False
+    c.optim.weight_decay = 0.0
+    c.optim.warmup_steps = 25
+    c.optim.schedule = "cosine"
+    c.optim.end_ratio = 0.1
+    if variant == "vae":   # reconstruction + KL on 5-frame 64x64 crops of 2000 rendered clips
+        c.model.part = "vae"
+        c.data.source = "procedural"
+        c.train.steps = 600
+        c.train.global_batch = 4
+        c.optim.learning_rate = 2e-3
+        return c
+    # flow matching on the latents of tools/demo_data.py, the identity reference always given, text dropped 10%
+    c.model.init_from = "runs/demo-vae/export"
+    c.data.source = "tfds"
+    c.data.path = "data/demo"
+    c.loss.text_dropout = 0.1
+    c.train.steps = 1500
+    c.train.global_batch = 8
+    c.optim.learning_rate = 1e-3
+    return c

@@ -1,0 +1,128 @@
+"""The VAE training run behind ``hcjax train`` with ``model.part = "vae"``: the preset's causal VAE trained with
+``vae_step`` on pixel clips (``data.source = "procedural"``: the demo world, ``hcjax.demo.clips``), with the DiT
+run's mesh, sharded step, Grain iterator, Orbax checkpoints (resumable), logs and export (a model directory holding
+the VAE only; the DiT run then uses it through ``model.init_from``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from hcjax import configs
+from hcjax.models import CausalVAE, logical_axes
+from hcjax.models.params import abstract_params, init_params
+from hcjax.parallel.shardings import with_shardings
+from hcjax.training import optimizer as optimizer_lib
+from hcjax.training import state as state_lib
+from hcjax.training import trainable as trainable_lib
+from hcjax.training.checkpoint import TrainCheckpointer
+from hcjax.training.data import make_iterator
+from hcjax.training.metrics import MetricsWindow
+from hcjax.training.sharded_step import ShardedStep, batch_sharding
+from hcjax.training.vae_step import VAELoss, initial_logvar, make_vae_step
+
+
+@dataclasses.dataclass
+class VAERun:
+    config: ml_collections.ConfigDict
+    preset: configs.Preset
+    vae: configs.VAEConfig
+    mesh: Any
+    source: Any
+    loss: VAELoss
+    optim: optimizer_lib.OptimizerConfig
+    tx: Any
+    abstract_state: state_lib.TrainState
+    shardings: state_lib.TrainState
+    workdir: Path
+
+
+def _source(c: ml_collections.ConfigDict):
+    d = c.data
+    if d.source != "procedural":
+        raise ValueError(f"model.part vae trains on pixel clips: set --config.data.source=procedural (got "
+                         f"{d.source!r})")
+    from hcjax.demo.clips import ProceduralClips
+
+    return ProceduralClips(d.procedural_records, frames=d.crop_frames, size=d.crop_size, seed=d.seed)
+
+
+def build(config: ml_collections.ConfigDict) -> VAERun:
+    """Checks and builds a VAE run; every error comes before any training work."""
+    from hcjax.training.loop import _mesh
+
+    c = config
+    preset = configs.get(c.model.preset)
+    vae = preset.vae.replace(dtype=c.model.dtype, param_dtype="float32")
+    loss = VAELoss(**c.vae_loss.to_dict())
+    optim = optimizer_lib.OptimizerConfig(**c.optim.to_dict())
+    if optim.accum_steps != 1 or optim.ema_decay > 0:
+        raise ValueError("VAE training takes no optim.accum_steps or optim.ema_decay; set them to 1 and 0")
+    mesh = _mesh(c)
+    batch_sharding(mesh, c.train.global_batch)
+    source = _source(c)
+    tx = optimizer_lib.make_optimizer(optim, c.train.steps)
+    params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, np.float32), abstract_params(vae))
+    everything = trainable_lib.select(params, ("*",))
+    abstract = state_lib.abstract(params, tx, everything)
+    shardings = state_lib.shardings(abstract, logical_axes(vae), mesh, tx, everything)
+    return VAERun(c, preset, vae, mesh, source, loss, optim, tx, abstract, shardings, Path(c.train.workdir))
+
+
+def run_training(run: VAERun) -> list[dict]:
+    """The loop of a built VAE run; resumes from the run's latest checkpoint if there is one."""
+    from hcjax.training.loop import _Log
+
+    c = run.config
+    total = c.train.steps
+    data = make_iterator(run.source, global_batch=c.train.global_batch, seed=c.data.seed)
+    step_fn = ShardedStep(make_vae_step(CausalVAE(run.vae), run.loss, run.tx), run.mesh, run.shardings)
+    schedule = optimizer_lib.learning_rate_schedule(run.optim, total)
+    with TrainCheckpointer(run.workdir / "checkpoints", save_every=c.train.checkpoint_every,
+                           keep=c.train.keep_checkpoints, model_config=run.vae) as ckpt:
+        restored = ckpt.restore_latest(with_shardings(run.abstract_state, run.shardings), data)
+        if restored is not None:
+            state, start = restored
+        else:
+            everything = trainable_lib.select(run.abstract_state.params, ("*",))
+            fresh = initial_logvar(init_params(run.vae, c.train.seed), run.loss.init_logvar)
+            state = jax.jit(lambda: state_lib.create(fresh, run.tx, everything, c.train.seed),
+                            out_shardings=run.shardings)()
+            start = 0
+        log = _Log(run, start, total)
+        f, h, w = run.source.buckets[0]
+        window = MetricsWindow(0.0, c.train.global_batch, f * h * w)
+        records = []
+        try:
+            for step in range(start, total):
+                state, metrics = step_fn(state, next(data), {})
+                window.add(metrics)
+                done = step + 1
+                if done % c.train.log_every == 0 or done == total:
+                    record = window.report() | {"learning_rate": float(schedule(step))}
+                    record = {k: v for k, v in record.items() if k not in ("tflops_per_device", "mfu")}
+                    log.write(done, record)
+                    records.append({"step": done, **record})
+                if done % c.train.checkpoint_every == 0 or done == total:
+                    ckpt.save(done, state, data, force=True)
+                log.advance()
+        finally:
+            log.close()
+        ckpt.wait()
+    if c.train.export and jax.process_index() == 0 and start < total:
+        from hcjax.convert.model_dir import save_model_dir
+
+        export = run.workdir / "export"
+        if export.exists():
+            import shutil
+
+            shutil.rmtree(export)
+        params = jax.device_get(state.params)
+        save_model_dir(export, run.preset.name, vae_params=params, source="hcjax VAE training")
+    return records

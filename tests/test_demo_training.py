@@ -1,0 +1,83 @@
+"""The demo model's training path on a CPU at smoke size: VAE training through ``hcjax train``, the dataset tool,
+DiT training from the VAE export, batched sampling, the evaluation's scoring."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import chex
+import numpy as np
+import pytest
+
+from hcjax import configs
+from hcjax.cli import main as cli_main
+from hcjax.convert.model_dir import load_model_dir, read_model_info
+from hcjax.training.data import check_dataset, open_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = str(ROOT / "experiments/configs/demo.py")
+
+
+@pytest.fixture(scope="module")
+def vae_export(tmp_path_factory):
+    work = tmp_path_factory.mktemp("demo-vae")
+    assert cli_main(["train", "--config", f"{CONFIG}:vae", f"--config.train.workdir={work}",
+                     "--config.train.steps=3", "--config.train.global_batch=2", "--config.data.crop_size=32",
+                     "--config.data.procedural_records=8", "--config.train.progress=False",
+                     "--config.train.log_every=1"]) == 0
+    records = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3]
+    assert all(np.isfinite(r["loss"]) and r["l1"] > 0 and r["kl"] > 0 for r in records)
+    return work / "export"
+
+
+def test_vae_run_exports_the_vae(vae_export):
+    info = read_model_info(vae_export)
+    assert info["preset"] == "demo" and info["parts"] == ["vae"]
+
+
+def test_vae_run_needs_pixel_clips(capsys):
+    assert cli_main(["train", "--config", f"{CONFIG}:vae", "--config.data.source=synthetic"]) == 2
+    assert "data.source=procedural" in capsys.readouterr().err
+
+
+def test_dataset_tool_and_dit_run(vae_export, tmp_path):
+    data = tmp_path / "data"
+    run = subprocess.run([sys.executable, str(ROOT / "tools/demo_data.py"), "--vae", str(vae_export), "--out",
+                          str(data), "--clips", "16", "--media", str(tmp_path / "media"), "--media-count", "2"],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert sorted(p.suffix for p in (tmp_path / "media").iterdir()) == [".mp4", ".mp4", ".png", ".png", ".txt",
+                                                                        ".txt", ".wav", ".wav"]
+    source = open_dataset(data)
+    preset = configs.get("demo")
+    check_dataset(source, preset.dit)
+    record = source[3]
+    chex.assert_shape(record["latents"], (5, 16, 16, 8))
+    chex.assert_shape(record["ref_latents"], (1, 16, 16, 8))
+    assert "moving" in record["caption"] and record["text_mask"].sum() >= 9
+    again = subprocess.run([sys.executable, str(ROOT / "tools/demo_data.py"), "--vae", str(vae_export), "--out",
+                            str(data)], capture_output=True, text=True)
+    assert again.returncode != 0 and "exists already" in again.stderr
+
+    work = tmp_path / "dit"
+    assert cli_main(["train", "--config", f"{CONFIG}:dit", f"--config.train.workdir={work}",
+                     f"--config.model.init_from={vae_export}", f"--config.data.path={data}",
+                     "--config.train.steps=2", "--config.train.global_batch=4", "--config.train.progress=False",
+                     "--config.train.log_every=1"]) == 0
+    _, dit, vae = load_model_dir(work / "export")
+    _, _, vae0 = load_model_dir(vae_export, parts=("vae",))
+    chex.assert_trees_all_equal(vae, vae0)   # the DiT run carries its VAE along
+
+    from hcjax.demo import measure, pipeline, world
+    from hcjax.pipelines import SampleRequest
+
+    scenes = world.scenes("held_out", 2, 0)
+    request = SampleRequest.defaults(preset, steps=2)
+    videos = pipeline.generate(preset, dit, vae, [world.caption(s) for s in scenes],
+                               np.stack([world.render_reference(s) for s in scenes]), request)
+    chex.assert_shape(videos, (2, world.FRAMES, world.SIZE, world.SIZE, 3))
+    assert videos.dtype == np.uint8
+    scores = measure.score(videos, scenes)
+    assert set(scores) == set(measure.METRICS) and all(0 <= v <= 1 for v in scores.values())
