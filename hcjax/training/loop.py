@@ -223,6 +223,31 @@ class _Log:
             self.bar.close()
 
 
+def step_loop(c: ml_collections.ConfigDict, step_fn, state, data, extra, start: int, log: _Log,
+              window: MetricsWindow, schedule, ckpt: TrainCheckpointer, drop: tuple[str, ...] = ()):
+    """Steps ``start .. c.train.steps``: ``step_fn(state, batch, extra)``, logs every ``log_every`` steps (less the
+    metrics named in ``drop``), checkpoints every ``checkpoint_every`` and at the end; returns the final state and
+    the logged records (the DiT and the VAE runs share it)."""
+    total, records = c.train.steps, []
+    try:
+        for step in range(start, total):
+            state, metrics = step_fn(state, next(data), extra)
+            window.add(metrics)
+            done = step + 1
+            if done % c.train.log_every == 0 or done == total:
+                record = window.report() | {"learning_rate": float(schedule(step))}
+                record = {k: v for k, v in record.items() if k not in drop}
+                log.write(done, record)
+                records.append({"step": done, **record})
+            if done % c.train.checkpoint_every == 0 or done == total:
+                ckpt.save(done, state, data, force=True)
+            log.advance()
+    finally:
+        log.close()
+    ckpt.wait()
+    return state, records
+
+
 def train(config: ml_collections.ConfigDict) -> list[dict]:
     """Runs (or resumes) the training of ``config`` (the DiT, or the VAE with ``model.part = "vae"``); returns the
     logged records."""
@@ -251,22 +276,7 @@ def run_training(run: Run) -> list[dict]:
         tokens = _tokens(run)
         window = MetricsWindow(train_step_flops(run.dit, tokens, run.source.spec.text_len, c.train.global_batch,
                                                 run.dit.remat_policy), c.train.global_batch, tokens)
-        records = []
-        try:
-            for step in range(start, total):
-                state, metrics = step_fn(state, next(data), run.null_text)
-                window.add(metrics)
-                done = step + 1
-                if done % c.train.log_every == 0 or done == total:
-                    record = window.report() | {"learning_rate": float(schedule(step))}
-                    log.write(done, record)
-                    records.append({"step": done, **record})
-                if done % c.train.checkpoint_every == 0 or done == total:
-                    ckpt.save(done, state, data, force=True)
-                log.advance()
-        finally:
-            log.close()
-        ckpt.wait()
+        state, records = step_loop(c, step_fn, state, data, run.null_text, start, log, window, schedule, ckpt)
     if c.train.export and jax.process_index() == 0 and start < total:
         export = run.workdir / "export"
         if export.exists():

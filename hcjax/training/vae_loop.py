@@ -77,7 +77,7 @@ def build(config: ml_collections.ConfigDict) -> VAERun:
 
 def run_training(run: VAERun) -> list[dict]:
     """The loop of a built VAE run; resumes from the run's latest checkpoint if there is one."""
-    from hcjax.training.loop import _Log
+    from hcjax.training.loop import _Log, step_loop
 
     c = run.config
     total = c.train.steps
@@ -98,23 +98,8 @@ def run_training(run: VAERun) -> list[dict]:
         log = _Log(run, start, total)
         f, h, w = run.source.buckets[0]
         window = MetricsWindow(0.0, c.train.global_batch, f * h * w)
-        records = []
-        try:
-            for step in range(start, total):
-                state, metrics = step_fn(state, next(data), {})
-                window.add(metrics)
-                done = step + 1
-                if done % c.train.log_every == 0 or done == total:
-                    record = window.report() | {"learning_rate": float(schedule(step))}
-                    record = {k: v for k, v in record.items() if k not in ("tflops_per_device", "mfu")}
-                    log.write(done, record)
-                    records.append({"step": done, **record})
-                if done % c.train.checkpoint_every == 0 or done == total:
-                    ckpt.save(done, state, data, force=True)
-                log.advance()
-        finally:
-            log.close()
-        ckpt.wait()
+        state, records = step_loop(c, step_fn, state, data, {}, start, log, window, schedule, ckpt,
+                                   drop=("tflops_per_device", "mfu"))
     if c.train.export and jax.process_index() == 0 and start < total:
         from hcjax.convert.model_dir import save_model_dir
 
