@@ -117,10 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     scenes = world.scenes("train", args.clips, args.seed)
     if args.media:
         write_media(Path(args.media), scenes, args.media_count)
-    d = preset.dit
-    spec = DataSpec.for_model(d, DemoTextEncoder().encode([""]).states.shape[1],
-                              scaling_factor=preset.vae.scaling_factor, extra=record_extras(preset))
     null = DemoTextEncoder().encode([""])
+    spec = DataSpec.for_model(preset.dit, null.states.shape[1], scaling_factor=preset.vae.scaling_factor,
+                              extra=record_extras(preset))
     null_text = {"text_states": null.states[0], "text_mask": null.mask[0], "text_pooled": null.pooled[0]}
     write_dataset(args.out, examples(scenes, preset, vae_params, args.seed), spec,
                   metadata={"source": "hcjax demo world", "clips": args.clips, "seed": args.seed, "vae": str(args.vae)},

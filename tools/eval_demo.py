@@ -14,6 +14,7 @@ measurements), the model with a freshly initialised DiT (untrained; same VAE), a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -34,7 +35,7 @@ def sample_all(preset, dit_params, vae_params, scenes, request) -> np.ndarray:
     for lo in range(0, len(scenes), BATCH):
         chunk = scenes[lo:lo + BATCH]
         refs = np.stack([world.render_reference(s) for s in chunk])
-        r = request.__class__(**{**request.__dict__, "seed": request.seed + lo})
+        r = dataclasses.replace(request, seed=request.seed + lo)
         out.append(pipeline.generate(preset, dit_params, vae_params, [world.caption(s) for s in chunk], refs, r))
     return np.concatenate(out)
 

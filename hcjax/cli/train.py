@@ -8,13 +8,11 @@ from hcjax.cli.common import UsageError
 
 
 def run(args: argparse.Namespace) -> None:
-    from hcjax.training import loop, run_config, vae_loop
+    from hcjax.training import loop, run_config
 
     try:
         config = run_config.apply_overrides(run_config.load(args.config), args.overrides)
-        if config.model.part not in ("dit", "vae"):
-            raise ValueError(f"model.part {config.model.part!r}: use dit or vae")
-        trainer = vae_loop if config.model.part == "vae" else loop
+        trainer = loop.trainer(config)
         built = trainer.build(config)
     except ValueError as e:  # config, mesh, data and checkpoint problems: all found before training
         raise UsageError(str(e)) from None

@@ -18,26 +18,23 @@ import numpy as np
 from hcjax.conditioning import CustomCond
 from hcjax.configs import Preset
 from hcjax.demo.text import DemoTextEncoder
-from hcjax.io.video import to_uint8
+from hcjax.io.video import image_to_unit_range, to_uint8
 from hcjax.pipelines.custom import denoise_fn, vae_posterior
 from hcjax.pipelines.hunyuan_video import vae_decoder
 from hcjax.pipelines.request import SampleRequest, initial_noise
 
 
-def _unit(pixels: np.ndarray) -> jax.Array:
-    return jnp.asarray(pixels, jnp.float32) / 127.5 - 1.0
-
-
 def clip_latents(preset: Preset, vae_params, videos: np.ndarray) -> np.ndarray:
     """``[B, F, H, W, 3]`` uint8 -> scaled posterior means ``[B, T, h, w, C]`` float32."""
-    posterior = vae_posterior(preset.vae)(vae_params, _unit(videos), None)
+    posterior = vae_posterior(preset.vae)(vae_params, jnp.asarray(image_to_unit_range(videos)), None)
     return np.asarray(posterior.mean * preset.vae.scaling_factor, np.float32)
 
 
 def reference_latents(preset: Preset, vae_params, images: np.ndarray, key: jax.Array) -> np.ndarray:
     """``[B, H, W, 3]`` uint8 reference images -> scaled posterior samples ``[B, 1, h, w, C]`` float32 (one
     subject each)."""
-    posterior = vae_posterior(preset.vae)(vae_params, _unit(images)[:, None], None)
+    posterior = vae_posterior(preset.vae)(vae_params, jnp.asarray(image_to_unit_range(images))[:, None],
+                                         None)
     return np.asarray(posterior.sample(key) * preset.vae.scaling_factor, np.float32)
 
 

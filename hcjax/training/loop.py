@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -223,11 +224,21 @@ class _Log:
             self.bar.close()
 
 
+def cleared_export(workdir: Path) -> Path:
+    """``WORKDIR/export``, an earlier export there removed (a resumed run that finishes writes it anew)."""
+    export = workdir / "export"
+    if export.exists():
+        import shutil
+
+        shutil.rmtree(export)
+    return export
+
+
 def step_loop(c: ml_collections.ConfigDict, step_fn, state, data, extra, start: int, log: _Log,
-              window: MetricsWindow, schedule, ckpt: TrainCheckpointer, drop: tuple[str, ...] = ()):
-    """Steps ``start .. c.train.steps``: ``step_fn(state, batch, extra)``, logs every ``log_every`` steps (less the
-    metrics named in ``drop``), checkpoints every ``checkpoint_every`` and at the end; returns the final state and
-    the logged records (the DiT and the VAE runs share it)."""
+              window: MetricsWindow, schedule, ckpt: TrainCheckpointer):
+    """Steps ``start .. c.train.steps``: ``step_fn(state, batch, extra)``, logs every ``log_every`` steps,
+    checkpoints every ``checkpoint_every`` and at the end; returns the final state and the logged records (the DiT
+    and the VAE runs share it)."""
     total, records = c.train.steps, []
     try:
         for step in range(start, total):
@@ -236,7 +247,6 @@ def step_loop(c: ml_collections.ConfigDict, step_fn, state, data, extra, start: 
             done = step + 1
             if done % c.train.log_every == 0 or done == total:
                 record = window.report() | {"learning_rate": float(schedule(step))}
-                record = {k: v for k, v in record.items() if k not in drop}
                 log.write(done, record)
                 records.append({"step": done, **record})
             if done % c.train.checkpoint_every == 0 or done == total:
@@ -248,14 +258,23 @@ def step_loop(c: ml_collections.ConfigDict, step_fn, state, data, extra, start: 
     return state, records
 
 
-def train(config: ml_collections.ConfigDict) -> list[dict]:
-    """Runs (or resumes) the training of ``config`` (the DiT, or the VAE with ``model.part = "vae"``); returns the
-    logged records."""
+def trainer(config: ml_collections.ConfigDict):
+    """The module (``build`` and ``run_training``) that trains ``config``'s ``model.part``: this one for the DiT,
+    ``vae_loop`` for the VAE."""
     if config.model.part == "vae":
         from hcjax.training import vae_loop
 
-        return vae_loop.run_training(vae_loop.build(config))
-    return run_training(build(config))
+        return vae_loop
+    if config.model.part != "dit":
+        raise ValueError(f"model.part {config.model.part!r}: use dit or vae")
+    return sys.modules[__name__]
+
+
+def train(config: ml_collections.ConfigDict) -> list[dict]:
+    """Runs (or resumes) the training of ``config`` (the DiT, or the VAE with ``model.part = "vae"``); returns the
+    logged records."""
+    t = trainer(config)
+    return t.run_training(t.build(config))
 
 
 def run_training(run: Run) -> list[dict]:
@@ -278,11 +297,7 @@ def run_training(run: Run) -> list[dict]:
                                                 run.dit.remat_policy), c.train.global_batch, tokens)
         state, records = step_loop(c, step_fn, state, data, run.null_text, start, log, window, schedule, ckpt)
     if c.train.export and jax.process_index() == 0 and start < total:
-        export = run.workdir / "export"
-        if export.exists():
-            import shutil
-
-            shutil.rmtree(export)
+        export = cleared_export(run.workdir)
         params = jax.device_get(state.params)
         if c.model.init_from:
             export_params(export, run.preset.name, params, base_model_dir=c.model.init_from)

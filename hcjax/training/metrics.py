@@ -30,7 +30,7 @@ STEP_METRICS = ("loss", "grad_norm", "bucket_loss_sum", "bucket_count")
 class MetricsWindow:
     """Accumulates step metrics between two reports."""
 
-    def __init__(self, step_flops: float, samples_per_step: int, tokens_per_sample: int):
+    def __init__(self, step_flops: float | None, samples_per_step: int, tokens_per_sample: int):
         self.step_flops, self.samples, self.tokens = step_flops, samples_per_step, tokens_per_sample
         self.peak = peak_flops()
         self._reset(time.perf_counter())
@@ -66,9 +66,10 @@ class MetricsWindow:
             for i, (s, c) in enumerate(zip(self.bucket_sum, self.bucket_count)):
                 if c > 0:
                     out[f"loss_sigma_{i / buckets:.2f}-{(i + 1) / buckets:.2f}"] = float(s / c)
-        achieved = self.steps * self.step_flops / seconds / jax.device_count()
-        out["tflops_per_device"] = achieved / 1e12
-        if self.peak:
-            out["mfu"] = achieved / self.peak
+        if self.step_flops is not None:   # None: a step without a FLOP count (the VAE's)
+            achieved = self.steps * self.step_flops / seconds / jax.device_count()
+            out["tflops_per_device"] = achieved / 1e12
+            if self.peak:
+                out["mfu"] = achieved / self.peak
         self._reset(now)
         return out

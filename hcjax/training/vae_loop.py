@@ -38,6 +38,7 @@ class VAERun:
     loss: VAELoss
     optim: optimizer_lib.OptimizerConfig
     tx: Any
+    trainable: set       # every VAE param
     abstract_state: state_lib.TrainState
     shardings: state_lib.TrainState
     workdir: Path
@@ -72,12 +73,13 @@ def build(config: ml_collections.ConfigDict) -> VAERun:
     everything = trainable_lib.select(params, ("*",))
     abstract = state_lib.abstract(params, tx, everything)
     shardings = state_lib.shardings(abstract, logical_axes(vae), mesh, tx, everything)
-    return VAERun(c, preset, vae, mesh, source, loss, optim, tx, abstract, shardings, Path(c.train.workdir))
+    return VAERun(c, preset, vae, mesh, source, loss, optim, tx, everything, abstract, shardings,
+                  Path(c.train.workdir))
 
 
 def run_training(run: VAERun) -> list[dict]:
     """The loop of a built VAE run; resumes from the run's latest checkpoint if there is one."""
-    from hcjax.training.loop import _Log, step_loop
+    from hcjax.training.loop import _Log, cleared_export, step_loop
 
     c = run.config
     total = c.train.steps
@@ -90,24 +92,17 @@ def run_training(run: VAERun) -> list[dict]:
         if restored is not None:
             state, start = restored
         else:
-            everything = trainable_lib.select(run.abstract_state.params, ("*",))
             fresh = initial_logvar(init_params(run.vae, c.train.seed), run.loss.init_logvar)
-            state = jax.jit(lambda: state_lib.create(fresh, run.tx, everything, c.train.seed),
+            state = jax.jit(lambda: state_lib.create(fresh, run.tx, run.trainable, c.train.seed),
                             out_shardings=run.shardings)()
             start = 0
         log = _Log(run, start, total)
         f, h, w = run.source.buckets[0]
-        window = MetricsWindow(0.0, c.train.global_batch, f * h * w)
-        state, records = step_loop(c, step_fn, state, data, {}, start, log, window, schedule, ckpt,
-                                   drop=("tflops_per_device", "mfu"))
+        window = MetricsWindow(None, c.train.global_batch, f * h * w)
+        state, records = step_loop(c, step_fn, state, data, {}, start, log, window, schedule, ckpt)
     if c.train.export and jax.process_index() == 0 and start < total:
         from hcjax.convert.model_dir import save_model_dir
 
-        export = run.workdir / "export"
-        if export.exists():
-            import shutil
-
-            shutil.rmtree(export)
-        params = jax.device_get(state.params)
-        save_model_dir(export, run.preset.name, vae_params=params, source="hcjax VAE training")
+        save_model_dir(cleared_export(run.workdir), run.preset.name, vae_params=jax.device_get(state.params),
+                       source="hcjax VAE training")
     return records
