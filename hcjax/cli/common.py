@@ -101,3 +101,15 @@ def read_media(reader, path, flag: str):
         return reader(path)
     except (MediaError, ValueError) as e:
         raise UsageError(f"{flag}: {e}") from None
+
+
+def one_video_text_problems(preset, text, negative, family: str) -> list[str]:
+    """The problems of ``--text-embeds`` embeddings (``text`` and ``negative``; None when the prompt is encoded
+    later) for a model that samples one video at a time with a negative text (Avatar, HuMo)."""
+    if text is None:
+        return []
+    d = preset.dit
+    found = text.problems(d.text_dim, d.pooled_dim) + negative.problems(d.text_dim, d.pooled_dim, "negative text")
+    if text.batch != 1 or negative.batch != 1:
+        found.append(f"{family} samples one video at a time: give one text (batch 1) in --text-embeds")
+    return found

@@ -10,7 +10,8 @@ import dataclasses
 
 import numpy as np
 
-from hcjax.cli.common import UsageError, check_audio_encoder, embeds_with_negative, is_small, read_media
+from hcjax.cli.common import (UsageError, check_audio_encoder, embeds_with_negative, is_small,
+                              one_video_text_problems, read_media)
 
 MAX_FRAMES = 400   # the release uses at most 400 audio frames (16 s at 25 fps)
 
@@ -197,11 +198,7 @@ def prepare_avatar(args: argparse.Namespace, preset, model_dir: str | None):
     stand_in = avatar.AvatarInputs(zeros(*reference.shape), zeros(len(audios), frames, a.window, a.layers, a.channels),
                                    faces)
     found = request.problems(preset) + avatar.problems(preset, request, stand_in)
-    d = preset.dit
-    if text is not None:
-        found += text.problems(d.text_dim, d.pooled_dim) + negative.problems(d.text_dim, d.pooled_dim, "negative text")
-        if text.batch != 1 or negative.batch != 1:
-            found.append("Avatar samples one video at a time: give one text (batch 1) in --text-embeds")
+    found += one_video_text_problems(preset, text, negative, "Avatar")
     if found:
         raise UsageError("; ".join(found))
     return plan, request, text, negative

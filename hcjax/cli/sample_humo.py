@@ -11,7 +11,8 @@ import os
 
 import numpy as np
 
-from hcjax.cli.common import UsageError, check_audio_encoder, embeds_with_negative, read_media
+from hcjax.cli.common import (UsageError, check_audio_encoder, embeds_with_negative, one_video_text_problems,
+                              read_media)
 
 FPS = 25   # HuMo's audio windows are 25 fps (640 samples at 16 kHz per video frame)
 
@@ -146,11 +147,7 @@ def prepare_humo(args: argparse.Namespace, preset, model_dir: str | None):
     refs = zeros(len(images), request.height, request.width, 3) if images else None
     stand_in = humo.HumoInputs(zeros(request.latent_shape(preset)[0], a.window, a.groups, a.channels), refs)
     found = humo.problems(preset, request, stand_in)
-    d = preset.dit
-    if text is not None:
-        found += text.problems(d.text_dim, d.pooled_dim) + negative.problems(d.text_dim, d.pooled_dim, "negative text")
-        if text.batch != 1 or negative.batch != 1:
-            found.append("HuMo samples one video at a time: give one text (batch 1) in --text-embeds")
+    found += one_video_text_problems(preset, text, negative, "HuMo")
     if found:
         raise UsageError("; ".join(found))
     return plan, request, text, negative
