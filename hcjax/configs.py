@@ -401,8 +401,8 @@ def _demo() -> Preset:
         "demo",
         DiTConfig(in_channels=8, out_channels=8, hidden_size=128, num_heads=2, depth_double=2, depth_single=4,
                   rope_axes=(16, 24, 24), text_dim=64, pooled_dim=64, refiner_depth=1, guidance_embed=False,
-                  mechanisms=(Identity(),), dtype="float32", param_dtype="float32"),
-        VAEConfig(latent_channels=8, block_channels=(8, 16, 32, 32), layers_per_block=1, norm_groups=8,
+                  mechanisms=(Identity(),), dtype="float32", param_dtype="bfloat16"),
+        VAEConfig(latent_channels=8, block_channels=(8, 16, 32, 32), layers_per_block=1, norm_groups=2,
                   scaling_factor=1.0, dtype="float32", param_dtype="float32"),
         "the bundled demo model: shapes moving over backgrounds, from a caption and a reference image; trained by "
         "hcjax on procedural data",

@@ -81,3 +81,27 @@ def test_dataset_tool_and_dit_run(vae_export, tmp_path):
     assert videos.dtype == np.uint8
     scores = measure.score(videos, scenes)
     assert set(scores) == set(measure.METRICS) and all(0 <= v <= 1 for v in scores.values())
+
+
+def test_vae_kl_is_weighed_per_pixel_like_the_latent_diffusion_sum():
+    """The report's KL weight 1e-6 is relative to reconstruction summed over pixels: with the loss read per pixel,
+    the KL term is the per-sample KL sum divided by the pixels of a sample, and the batch is an average."""
+    import jax
+    import jax.numpy as jnp
+
+    from hcjax.models.params import init_params
+    from hcjax.models.vae import CausalVAE
+    from hcjax.training.vae_step import VAELoss, vae_losses
+
+    cfg = configs.get("demo").vae
+    vae, params = CausalVAE(cfg), init_params(cfg, 0)
+    video = jax.random.uniform(jax.random.key(1), (1, 5, 16, 16, 3), minval=-1.0, maxval=1.0)
+    key = jax.random.key(2)
+    base, m = vae_losses(vae, params, video, key, VAELoss(kl=0.0))
+    weighted, _ = vae_losses(vae, params, video, key, VAELoss(kl=1.0))
+    post = vae.apply({"params": params}, video, method=CausalVAE.encode_distribution)
+    kl_sum = 0.5 * jnp.sum(post.mean ** 2 + jnp.exp(post.logvar) - 1.0 - post.logvar)
+    np.testing.assert_allclose(m["kl"], kl_sum, rtol=1e-5)
+    np.testing.assert_allclose(weighted - base, kl_sum / video[0].size, rtol=1e-4)
+    twice, _ = vae_losses(vae, params, jnp.concatenate([video, video]), key, VAELoss(kl=1.0))
+    assert abs(float(twice) - float(weighted)) < 0.05 * float(weighted)   # an average over the batch, not a sum

@@ -68,7 +68,9 @@ def write_media(folder: Path, scenes, count: int) -> None:
         (folder / f"{name}.txt").write_text(world.caption(scene) + "\n")
 
 
-def examples(scenes, preset, vae_params, seed: int):
+def examples(scenes, preset, vae_params, seed: int, moments: list):
+    """The records, in order; appends each batch's (sum, sum of squares, count) of the scaled latents to
+    ``moments``."""
     import jax
 
     from hcjax.demo import pipeline, world
@@ -85,6 +87,7 @@ def examples(scenes, preset, vae_params, seed: int):
         latents = pipeline.clip_latents(preset, vae_params, videos)
         ref_latents = pipeline.reference_latents(preset, vae_params, refs, jax.random.fold_in(key, lo))
         text = encoder.encode(captions)
+        moments.append((float(latents.sum()), float(np.square(latents).sum()), latents.size))
         for j, caption in enumerate(captions):
             yield {"latents": latents[j], "ref_latents": ref_latents[j], "text_states": text.states[j],
                    "text_mask": text.mask[j], "text_pooled": text.pooled[j], "caption": caption}
@@ -121,10 +124,14 @@ def main(argv: list[str] | None = None) -> int:
     spec = DataSpec.for_model(preset.dit, null.states.shape[1], scaling_factor=preset.vae.scaling_factor,
                               extra=record_extras(preset))
     null_text = {"text_states": null.states[0], "text_mask": null.mask[0], "text_pooled": null.pooled[0]}
-    write_dataset(args.out, examples(scenes, preset, vae_params, args.seed), spec,
+    moments = []
+    write_dataset(args.out, examples(scenes, preset, vae_params, args.seed, moments), spec,
                   metadata={"source": "hcjax demo world", "clips": args.clips, "seed": args.seed, "vae": str(args.vae)},
                   null_text=null_text)
-    print(f"wrote {args.clips} clips to {args.out}")
+    total, squares, n = (sum(m[i] for m in moments) for i in range(3))
+    std = (squares / n - (total / n) ** 2) ** 0.5
+    print(f"wrote {args.clips} clips to {args.out}; scaled latents: mean {total / n:.3f}, std {std:.3f} (the preset's "
+          f"scaling_factor {preset.vae.scaling_factor:g} would give unit std at {preset.vae.scaling_factor / std:.4g})")
     return 0
 
 

@@ -7,8 +7,9 @@ Draws ``--samples`` scenes of the colour x shape x direction combinations kept o
 (``hcjax.demo.world.held_out``; every combination equally often, backgrounds, poses and paths from ``--seed``),
 samples each from its caption and reference image, and scores the videos with ``hcjax.demo.measure``: colour
 accuracy, direction accuracy, shape accuracy, identity similarity to the reference (rotation- and scale-free
-shape IoU) and temporal consistency. Three rows: the ground-truth renders of the same scenes (the ceiling of the
-measurements), the model with a freshly initialised DiT (untrained; same VAE), and the trained model.
+shape IoU) and temporal consistency. Four rows: the ground-truth renders of the same scenes (the ceiling of the
+measurements), the same renders through the VAE (encoded and decoded: the ceiling of what the DiT can show), the
+model with a freshly initialised DiT (untrained; same VAE), and the trained model.
 """
 
 from __future__ import annotations
@@ -76,14 +77,19 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("error: --samples must be >= 1")
 
     from hcjax.convert.model_dir import load_model_dir
-    from hcjax.demo import measure, world
+    from hcjax.demo import measure, pipeline, world
     from hcjax.models.params import init_params
     from hcjax.pipelines import SampleRequest
 
     _, dit_params, vae_params = load_model_dir(model_dir)
     request = SampleRequest.defaults(preset, seed=args.seed, steps=args.steps, cfg_scale=args.cfg_scale)
     scenes = world.scenes("held_out", args.samples, 1000 + args.seed)
-    rows = {"ground truth (renders)": measure.score(np.stack([world.render_video(s) for s in scenes]), scenes)}
+    truth = np.stack([world.render_video(s) for s in scenes])
+    rows = {"ground truth (renders)": measure.score(truth, scenes)}
+    recon = np.concatenate([pipeline.reconstruct(preset, vae_params, truth[lo:lo + BATCH])
+                            for lo in range(0, len(scenes), BATCH)])
+    rows["renders through the VAE"] = measure.score(recon, scenes)
+    l1 = float(np.mean(np.abs(recon.astype(np.float32) - truth)) / 127.5)
     if not args.no_untrained:
         start = time.perf_counter()
         videos = sample_all(preset, init_params(preset.dit, args.seed), vae_params, scenes, request)
@@ -93,14 +99,15 @@ def main(argv: list[str] | None = None) -> int:
     videos = sample_all(preset, dit_params, vae_params, scenes, request)
     rows["trained"] = measure.score(videos, scenes)
     print(f"trained: {time.perf_counter() - start:.0f} s", file=sys.stderr)
-    print(f"{args.samples} held-out samples, {request.steps} steps, CFG {request.cfg_scale}, seed {args.seed}\n")
+    print(f"{args.samples} held-out samples, {request.steps} steps, CFG {request.cfg_scale}, seed {args.seed}; "
+          f"VAE reconstruction L1 {l1:.4f} (pixels in [-1, 1])\n")
     print(table(rows))
     trained = rows["trained"]
     missed = [f"{k} {100 * trained[k]:.1f}% < {100 * v:.0f}%" for k, v in TARGETS.items() if trained[k] < v]
     print("\ntargets met" if not missed else f"\ntargets missed: {'; '.join(missed)}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"samples": args.samples, "seed": args.seed, "steps": request.steps,
+            json.dump({"samples": args.samples, "seed": args.seed, "steps": request.steps, "vae_l1": l1,
                        "cfg_scale": request.cfg_scale, "rows": rows}, f, indent=2)
     if args.sheet:
         from hcjax.io import write_png

@@ -32,9 +32,10 @@ def get_config(variant=None):
     if variant == "vae":   # reconstruction + KL on 5-frame 64x64 crops of 2000 rendered clips
         c.model.part = "vae"
         c.data.source = "procedural"
-        c.train.steps = 600
+        c.train.steps = 1800
         c.train.global_batch = 4
-        c.optim.learning_rate = 2e-3
+        c.optim.warmup_steps = 50
+        c.optim.learning_rate = 1e-3
         return c
     # flow matching on the latents of tools/demo_data.py, the identity reference always given, text dropped 10%
     c.model.init_from = "runs/demo-vae/export"

@@ -1,8 +1,9 @@
 """The procedural world as a training source of pixel clips (``hcjax train`` of the demo VAE).
 
 Record ``i`` is a crop of train scene ``i`` of ``world.scenes("train", n, seed)``: ``frames`` consecutive frames
-(a 4k+1 count, starting at a frame drawn from ``(seed, i)``) and a ``size`` x ``size`` window, as ``video [F, S, S,
-3]`` uint8. Rendering is deterministic, so the Grain pipeline's batches and its resumable state work as for a
+(a 4k+1 count, starting at a frame drawn from ``(seed, i)``) and a ``size`` x ``size`` window around the subject's
+centre at the middle frame, shifted by up to a quarter of the window, as ``video [F, S, S, 3]`` uint8: crops show
+the subject and its edges rather than mostly flat background. Rendering is deterministic, so the Grain pipeline's batches and its resumable state work as for a
 dataset on disk.
 """
 
@@ -35,6 +36,8 @@ class ProceduralClips(ClipSource):
     def checked(self, index: int) -> dict:
         rng = np.random.default_rng([self.seed, int(index), 7])
         start = int(rng.integers(0, world.FRAMES - self.frames + 1))
-        y, x = (int(v) for v in rng.integers(0, world.SIZE - self.size + 1, size=2))
+        centre = world.centre_at(self.scenes[index], start + self.frames // 2)
+        jitter = rng.uniform(-self.size / 4, self.size / 4, size=2)
+        y, x = (int(np.clip(round(c + j - self.size / 2), 0, world.SIZE - self.size)) for c, j in zip(centre, jitter))
         video = world.render_video(self.scenes[index], range(start, start + self.frames))
         return {"video": video[:, y:y + self.size, x:x + self.size]}

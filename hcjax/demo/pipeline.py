@@ -38,6 +38,13 @@ def reference_latents(preset: Preset, vae_params, images: np.ndarray, key: jax.A
     return np.asarray(posterior.sample(key) * preset.vae.scaling_factor, np.float32)
 
 
+def reconstruct(preset: Preset, vae_params, videos: np.ndarray) -> np.ndarray:
+    """``[B, F, H, W, 3]`` uint8 through the VAE (posterior mean, decoded): the ceiling of what the DiT can show."""
+    latents = clip_latents(preset, vae_params, videos)
+    video = vae_decoder(preset.vae)({"params": vae_params}, jnp.asarray(latents) / preset.vae.scaling_factor, None)
+    return to_uint8(np.asarray(video))
+
+
 @functools.lru_cache(maxsize=4)
 def _sampler(preset: Preset, request: SampleRequest):
     return jax.jit(denoise_fn(preset.dit, request, step_cache=False))

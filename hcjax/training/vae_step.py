@@ -2,9 +2,13 @@
 objective (its perceptual and adversarial terms need networks whose weights are not available here; they are
 left out).
 
-``loss = l1 * |x - D(z)| + l2 * (x - D(z))^2 + kl * KL(q(z|x) || N(0, 1))`` with ``z`` a posterior sample; the
-reconstruction terms are means over pixels, the KL the sum over latent elements averaged over the batch (the
-report weighs it 1e-6). Videos arrive as uint8 and are mapped to [-1, 1].
+``loss = l1 * |x - D(z)| + l2 * (x - D(z))^2 + kl * KL(q(z|x) || N(0, 1))`` with ``z`` a posterior sample, every
+term summed over a sample's elements (pixels, latent elements) and averaged over the batch: the latent-diffusion
+convention the report's KL weight of 1e-6 refers to. The loss is then divided by the pixels per sample (a constant:
+the same optimum, readable magnitudes), so ``l1`` and ``l2`` read as per-pixel means and the KL enters per pixel.
+Averaging the reconstruction per pixel but not the KL would weigh the KL tens of thousands of times more than
+intended; with Adam that inflates the posterior variance until the decoder sees mostly noise. Videos arrive as uint8
+and are mapped to [-1, 1].
 """
 
 from __future__ import annotations
@@ -50,14 +54,16 @@ def to_unit_range(video: jax.Array) -> jax.Array:
 
 
 def vae_losses(vae: CausalVAE, params, video: jax.Array, key: jax.Array, cfg: VAELoss) -> tuple[jax.Array, dict]:
-    """``(weighted loss, {"loss", "l1", "l2", "kl"})`` of a ``[B, F, H, W, 3]`` batch in [-1, 1]."""
+    """``(weighted loss, {"loss", "l1", "l2", "kl"})`` of a ``[B, F, H, W, 3]`` batch in [-1, 1]; ``l1`` and ``l2``
+    are per-pixel means, ``kl`` the KL summed over one sample's latent elements."""
     posterior = vae.apply({"params": params}, video, method=CausalVAE.encode_distribution)
     recon = vae.apply({"params": params}, posterior.sample(key), method=CausalVAE.decode_untiled)
     err = recon.astype(jnp.float32) - video
     l1, l2 = jnp.mean(jnp.abs(err)), jnp.mean(err ** 2)
     kl_elems = 0.5 * (posterior.mean ** 2 + jnp.exp(posterior.logvar) - 1.0 - posterior.logvar)
     kl = jnp.sum(kl_elems) / video.shape[0]
-    loss = cfg.l1 * l1 + cfg.l2 * l2 + cfg.kl * kl
+    pixels = video[0].size
+    loss = cfg.l1 * l1 + cfg.l2 * l2 + cfg.kl * kl / pixels
     return loss, {"loss": loss, "l1": l1, "l2": l2, "kl": kl}
 
 
