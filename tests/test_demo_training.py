@@ -105,3 +105,16 @@ def test_vae_kl_is_weighed_per_pixel_like_the_latent_diffusion_sum():
     np.testing.assert_allclose(weighted - base, kl_sum / video[0].size, rtol=1e-4)
     twice, _ = vae_losses(vae, params, jnp.concatenate([video, video]), key, VAELoss(kl=1.0))
     assert abs(float(twice) - float(weighted)) < 0.05 * float(weighted)   # an average over the batch, not a sum
+
+
+def test_eval_scores_a_vae_alone(vae_export, capsys):
+    """``tools/eval_demo.py`` on the VAE run's export: ground truth and the renders through the VAE, no DiT rows."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("eval_demo", ROOT / "tools/eval_demo.py")
+    eval_demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(eval_demo)
+    assert eval_demo.main(["--model", str(vae_export), "--samples", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "| ground truth (renders) | 100.0% | 100.0% |" in out and "| renders through the VAE |" in out
+    assert "trained" not in out and "targets" not in out
