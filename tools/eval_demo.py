@@ -122,5 +122,6 @@ def main(argv: list[str] | None = None) -> int:
         write_png(args.sheet, np.concatenate(rows_px, 0))
     return 0
 
+
 if __name__ == "__main__":
     sys.exit(main())

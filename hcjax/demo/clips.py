@@ -3,8 +3,8 @@
 Record ``i`` is a crop of train scene ``i`` of ``world.scenes("train", n, seed)``: ``frames`` consecutive frames
 (a 4k+1 count, starting at a frame drawn from ``(seed, i)``) and a ``size`` x ``size`` window around the subject's
 centre at the middle frame, shifted by up to a quarter of the window, as ``video [F, S, S, 3]`` uint8: crops show
-the subject and its edges rather than mostly flat background. Rendering is deterministic, so the Grain pipeline's batches and its resumable state work as for a
-dataset on disk.
+the subject and its edges rather than mostly flat background. Rendering is deterministic, so the Grain pipeline's
+batches and its resumable state work as for a dataset on disk.
 """
 
 from __future__ import annotations
