@@ -40,9 +40,8 @@ def reference_latents(preset: Preset, vae_params, images: np.ndarray, key: jax.A
 
 def reconstruct(preset: Preset, vae_params, videos: np.ndarray) -> np.ndarray:
     """``[B, F, H, W, 3]`` uint8 through the VAE (posterior mean, decoded): the ceiling of what the DiT can show."""
-    latents = clip_latents(preset, vae_params, videos)
-    video = vae_decoder(preset.vae)({"params": vae_params}, jnp.asarray(latents) / preset.vae.scaling_factor, None)
-    return to_uint8(np.asarray(video))
+    posterior = vae_posterior(preset.vae)(vae_params, jnp.asarray(image_to_unit_range(videos)), None)
+    return to_uint8(np.asarray(vae_decoder(preset.vae)({"params": vae_params}, posterior.mean, None)))
 
 
 @functools.lru_cache(maxsize=4)
