@@ -24,7 +24,8 @@ demo: setup
 
 # Retrains the bundled demo model from scratch on this CPU (see README "The demo model") and bundles it.
 demo-model: setup
-	rm -rf runs/demo-vae runs/demo-dit data/demo
+	rm -rf runs/demo-vae-images runs/demo-vae runs/demo-dit data/demo
+	$(BIN)/hcjax train --config experiments/configs/demo.py:vae_images
 	$(BIN)/hcjax train --config experiments/configs/demo.py:vae
 	$(BIN)/python tools/demo_data.py --vae runs/demo-vae/export --out data/demo
 	$(BIN)/hcjax train --config experiments/configs/demo.py:dit

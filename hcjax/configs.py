@@ -100,6 +100,9 @@ class DiTConfig:
         return dataclasses.replace(self, **changes)
 
 
+VAE_BLOCKS = ("resnet", "conv")
+
+
 @dataclasses.dataclass(frozen=True)
 class VAEConfig:
     """HunyuanVideo causal 3D VAE ("884-16c"). Defaults: the official VAE."""
@@ -113,11 +116,16 @@ class VAEConfig:
     norm_groups: int = 32
     scaling_factor: float = 0.476986
     mid_block_causal_attn: bool = True
+    # "resnet": the official structure. "conv": one strided conv -> GroupNorm -> SiLU per block and no mid block,
+    # for small VAEs trained from scratch on a CPU (hcjax.models.vae_conv); it has no official checkpoint.
+    blocks: str = "resnet"
     dtype: DTypeLike = "float16"
     param_dtype: DTypeLike = "float16"
 
     def __post_init__(self):
         problems = []
+        if self.blocks not in VAE_BLOCKS:
+            problems.append(f"blocks {self.blocks!r} is not one of {VAE_BLOCKS}")
         n = len(self.block_channels)
         if self.temporal_ratio != 4:
             problems.append(f"temporal_ratio {self.temporal_ratio} is not supported (the causal VAE compresses "
@@ -402,7 +410,7 @@ def _demo() -> Preset:
         DiTConfig(in_channels=8, out_channels=8, hidden_size=128, num_heads=2, depth_double=2, depth_single=4,
                   rope_axes=(16, 24, 24), text_dim=64, pooled_dim=64, refiner_depth=1, guidance_embed=False,
                   mechanisms=(Identity(),), dtype="float32", param_dtype="bfloat16"),
-        VAEConfig(latent_channels=8, block_channels=(8, 16, 32, 32), layers_per_block=1, norm_groups=2,
+        VAEConfig(latent_channels=8, block_channels=(16, 32, 32, 32), norm_groups=2, blocks="conv",
                   scaling_factor=1.0, dtype="float32", param_dtype="float32"),
         "the bundled demo model: shapes moving over backgrounds, from a caption and a reference image; trained by "
         "hcjax on procedural data",

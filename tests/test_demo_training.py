@@ -19,13 +19,20 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIG = str(ROOT / "experiments/configs/demo.py")
 
 
+SMALL = ["--config.data.crop_size=32", "--config.data.procedural_records=8", "--config.train.progress=False",
+         "--config.train.log_every=1"]
+
+
 @pytest.fixture(scope="module")
 def vae_export(tmp_path_factory):
+    """The demo's two VAE stages at smoke size: single frames, then clips from the first stage's export."""
+    images = tmp_path_factory.mktemp("demo-vae-images")
+    assert cli_main(["train", "--config", f"{CONFIG}:vae_images", f"--config.train.workdir={images}",
+                     "--config.train.steps=2", "--config.train.global_batch=2", *SMALL]) == 0
     work = tmp_path_factory.mktemp("demo-vae")
     assert cli_main(["train", "--config", f"{CONFIG}:vae", f"--config.train.workdir={work}",
-                     "--config.train.steps=3", "--config.train.global_batch=2", "--config.data.crop_size=32",
-                     "--config.data.procedural_records=8", "--config.train.progress=False",
-                     "--config.train.log_every=1"]) == 0
+                     f"--config.model.init_from={images / 'export'}", "--config.train.steps=3",
+                     "--config.train.global_batch=2", *SMALL]) == 0
     records = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3]
     assert all(np.isfinite(r["loss"]) and r["l1"] > 0 and r["kl"] > 0 for r in records)
@@ -38,8 +45,14 @@ def test_vae_run_exports_the_vae(vae_export):
 
 
 def test_vae_run_needs_pixel_clips(capsys):
-    assert cli_main(["train", "--config", f"{CONFIG}:vae", "--config.data.source=synthetic"]) == 2
+    assert cli_main(["train", "--config", f"{CONFIG}:vae_images", "--config.data.source=synthetic"]) == 2
     assert "data.source=procedural" in capsys.readouterr().err
+
+
+def test_vae_clip_stage_needs_the_image_stage(tmp_path, capsys):
+    missing = tmp_path / "no-export"
+    assert cli_main(["train", "--config", f"{CONFIG}:vae", f"--config.model.init_from={missing}"]) == 2
+    assert str(missing) in capsys.readouterr().err
 
 
 def test_dataset_tool_and_dit_run(vae_export, tmp_path):

@@ -2,6 +2,7 @@
 
 import re
 
+import chex
 import jax
 import numpy as np
 import pytest
@@ -47,6 +48,22 @@ def test_config_validation_lists_every_problem():
         configs.VAEConfig(temporal_ratio=8, spatial_ratio=6, block_channels=(30, 64, 64, 64))
     text = str(err.value)
     assert "temporal_ratio 8" in text and "spatial_ratio 6" in text and "[30]" in text
+    with pytest.raises(ValueError, match="blocks 'plain' is not one of"):
+        configs.VAEConfig(blocks="plain")
+
+
+def test_conv_blocks_variant():
+    """``blocks="conv"``: the causal VAE's shapes from one conv per block, and no official checkpoint to load."""
+    cfg = configs.get("demo").vae
+    assert cfg.blocks == "conv"
+    params = random_params(cfg)
+    assert sorted(params["encoder"]) == ["blocks_0", "blocks_1", "blocks_2", "blocks_3", "conv_out"]
+    video = np.random.default_rng(0).uniform(-1, 1, (2, 9, 32, 16, 3)).astype(np.float32)
+    latents = CausalVAE(cfg).apply({"params": params}, video, method=CausalVAE.encode)
+    chex.assert_shape(latents, (2, 3, 4, 2, cfg.latent_channels))
+    chex.assert_shape(CausalVAE(cfg).apply({"params": params}, latents, method=CausalVAE.decode), video.shape)
+    with pytest.raises(ValueError, match="blocks='conv'.*no official"):
+        convert.vae_from_torch({}, cfg)
 
 
 def test_tiling_validation(cfg, params):

@@ -44,6 +44,9 @@ def vae_from_torch(state_dict: Mapping[str, Any], cfg: VAEConfig, shapes_only: b
     """hcjax params of ``CausalVAE(cfg)`` from an official or diffusers state dict (numpy arrays or torch tensors;
     a ``vae.`` key prefix is removed). Strict: raises ``CheckpointMismatch`` listing every missing / unexpected /
     mis-shaped key before converting anything."""
+    if cfg.blocks != "resnet":
+        raise ValueError(f"VAEConfig(blocks={cfg.blocks!r}) has no official or diffusers checkpoint; convert with "
+                         "blocks='resnet' (the HunyuanVideo structure)")
     targets = abstract_params(cfg)
     return apply_plan(vae_plan(targets), strip_prefix(state_dict), targets, resolve_dtype(cfg.param_dtype),
                       shapes_only, context=" (HunyuanVideo causal VAE)")

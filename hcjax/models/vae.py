@@ -18,8 +18,9 @@ import jax.numpy as jnp
 
 from hcjax.configs import VAEConfig, VAETiling, resolve_dtype
 from hcjax.models import vae_tiling
+from hcjax.models.vae_conv import ConvDecoder, ConvEncoder
 from hcjax.nn.attention import attention_head_major
-from hcjax.nn.conv import CausalConv3d, Conv3d
+from hcjax.nn.conv import CausalConv3d, Conv3d, upsample_nearest
 from hcjax.nn.linear import Dense
 from hcjax.nn.norms import GroupNorm
 
@@ -92,14 +93,6 @@ class Downsample(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         return CausalConv3d(x.shape[-1], 3, self.stride, name="conv", **_kw(self.cfg))(x)
-
-
-def upsample_nearest(x: jax.Array, factor: tuple[int, int, int]) -> jax.Array:
-    """Nearest-neighbour upsampling of ``[B, T, H, W, C]`` where frame 0 is enlarged in space only: ``T`` frames
-    become ``1 + ft * (T - 1)``."""
-    ft, fh, fw = factor
-    x = jnp.repeat(jnp.repeat(x, fh, axis=2), fw, axis=3)
-    return jnp.concatenate([x[:, :1], jnp.repeat(x[:, 1:], ft, axis=1)], axis=1)
 
 
 class Upsample(nn.Module):
@@ -235,8 +228,9 @@ class CausalVAE(nn.Module):
 
     def setup(self):
         kw = _kw(self.cfg)
-        self.encoder = Encoder(self.cfg)
-        self.decoder = Decoder(self.cfg)
+        light = self.cfg.blocks == "conv"
+        self.encoder = (ConvEncoder if light else Encoder)(self.cfg)
+        self.decoder = (ConvDecoder if light else Decoder)(self.cfg)
         self.quant_conv = Conv3d(2 * self.cfg.latent_channels, (1, 1, 1), **kw)
         self.post_quant_conv = Conv3d(self.cfg.latent_channels, (1, 1, 1), **kw)
 

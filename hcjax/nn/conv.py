@@ -96,3 +96,11 @@ class CausalConv3d(nn.Module):
         k = (self.kernel_size,) * 3
         conv = Conv3d(self.features, k, tuple(self.stride), self.dtype, self.param_dtype, name="conv")
         return conv(causal_pad(x, k))
+
+
+def upsample_nearest(x: jax.Array, factor: tuple[int, int, int]) -> jax.Array:
+    """Nearest-neighbour upsampling of ``[B, T, H, W, C]`` where frame 0 is enlarged in space only: ``T`` frames
+    become ``1 + ft * (T - 1)``."""
+    ft, fh, fw = factor
+    x = jnp.repeat(jnp.repeat(x, fh, axis=2), fw, axis=3)
+    return jnp.concatenate([x[:, :1], jnp.repeat(x[:, 1:], ft, axis=1)], axis=1)

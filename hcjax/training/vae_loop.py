@@ -1,7 +1,8 @@
 """The VAE training run behind ``hcjax train`` with ``model.part = "vae"``: the preset's causal VAE trained with
 ``vae_step`` on pixel clips (``data.source = "procedural"``: the demo world, ``hcjax.demo.clips``), with the DiT
 run's mesh, sharded step, Grain iterator, Orbax checkpoints (resumable), logs and export (a model directory holding
-the VAE only; the DiT run then uses it through ``model.init_from``).
+the VAE only; the DiT run then uses it through ``model.init_from``). ``model.init_from`` of a VAE run starts
+from another VAE run's export (the demo trains on single frames first, then on clips).
 """
 
 from __future__ import annotations
@@ -67,6 +68,15 @@ def build(config: ml_collections.ConfigDict) -> VAERun:
         raise ValueError("VAE training takes no optim.accum_steps or optim.ema_decay; set them to 1 and 0")
     mesh = _mesh(c)
     batch_sharding(mesh, c.train.global_batch)
+    if c.model.init_from:
+        from hcjax.convert.model_dir import read_model_info
+        from hcjax.training import init_from
+
+        info = read_model_info(c.model.init_from)
+        init_from.check_preset(c.model.init_from, info["preset"], preset)
+        if "vae" not in info["parts"]:
+            raise ValueError(f"model.init_from {c.model.init_from} holds no VAE params (only "
+                             f"{', '.join(info['parts'])}); give the export of a VAE run")
     source = _source(c)
     tx = optimizer_lib.make_optimizer(optim, c.train.steps)
     params = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, np.float32), abstract_params(vae))
@@ -75,6 +85,17 @@ def build(config: ml_collections.ConfigDict) -> VAERun:
     shardings = state_lib.shardings(abstract, logical_axes(vae), mesh, tx, everything)
     return VAERun(c, preset, vae, mesh, source, loss, optim, tx, everything, abstract, shardings,
                   Path(c.train.workdir))
+
+
+def _initial_params(run: VAERun) -> Any:
+    """The VAE of ``model.init_from`` (e.g. an image-only stage), else a fresh init with the log-variance bias."""
+    c = run.config
+    if c.model.init_from:
+        from hcjax.convert.model_dir import load_model_dir
+
+        _, _, params = load_model_dir(c.model.init_from, parts=("vae",))
+        return jax.tree.map(lambda x: np.asarray(x, np.float32), params)
+    return initial_logvar(init_params(run.vae, c.train.seed), run.loss.init_logvar)
 
 
 def run_training(run: VAERun) -> list[dict]:
@@ -92,7 +113,7 @@ def run_training(run: VAERun) -> list[dict]:
         if restored is not None:
             state, start = restored
         else:
-            fresh = initial_logvar(init_params(run.vae, c.train.seed), run.loss.init_logvar)
+            fresh = _initial_params(run)
             state = jax.jit(lambda: state_lib.create(fresh, run.tx, run.trainable, c.train.seed),
                             out_shardings=run.shardings)()
             start = 0
