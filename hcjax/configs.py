@@ -116,8 +116,9 @@ class VAEConfig:
     norm_groups: int = 32
     scaling_factor: float = 0.476986
     mid_block_causal_attn: bool = True
-    # "resnet": the official structure. "conv": one strided conv -> GroupNorm -> SiLU per block and no mid block,
-    # for small VAEs trained from scratch on a CPU (hcjax.models.vae_conv); it has no official checkpoint.
+    # "resnet": the official structure. "conv": one strided conv -> GroupNorm -> SiLU per block and no mid block
+    # (layers_per_block unused), for small VAEs trained from scratch on a CPU (hcjax.models.vae_conv); it has no
+    # official checkpoint.
     blocks: str = "resnet"
     dtype: DTypeLike = "float16"
     param_dtype: DTypeLike = "float16"

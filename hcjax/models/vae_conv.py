@@ -4,9 +4,10 @@ rule with one convolution per block.
 Each encoder block is a causal 3D convolution with the block's stride, GroupNorm and SiLU; each decoder block is
 convolution, GroupNorm and SiLU, then nearest upsampling (frame 0 in space only) by the factor of the same index,
 as the official up blocks order it.
-There is no mid block and no residual path. At the sizes of the bundled demo model (8 to 32 channels, a few
-thousand CPU steps) the official residual structure learns the scenes' luminance but not their colours; this one
-learns both (the measurements are in the README's demo section).
+There is no mid block and no residual path (``layers_per_block`` and ``mid_block_causal_attn`` are unused). At the
+sizes of the bundled demo model (8 to 32 channels, a few thousand CPU steps) the official residual structure learns
+the scenes' luminance but not their colours; on single frames this one draws the colours within a few hundred
+steps (the measurements are in the README's demo section).
 """
 
 from __future__ import annotations
