@@ -16,26 +16,16 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from hcjax.configs import VAEConfig, VAETiling, resolve_dtype
+from hcjax.configs import VAEConfig, VAETiling
 from hcjax.models import vae_tiling
 from hcjax.models.vae_conv import ConvDecoder, ConvEncoder
+from hcjax.models.vae_layers import GN_EPS, dtype_kw, norm_act
 from hcjax.nn.attention import attention_head_major
 from hcjax.nn.conv import CausalConv3d, Conv3d, upsample_nearest
 from hcjax.nn.linear import Dense
 from hcjax.nn.norms import GroupNorm
 
-GN_EPS = 1e-6
 LOGVAR_RANGE = (-30.0, 20.0)
-
-
-def _kw(cfg: VAEConfig) -> dict:
-    return dict(dtype=resolve_dtype(cfg.dtype), param_dtype=resolve_dtype(cfg.param_dtype))
-
-
-def _norm_act(cfg: VAEConfig, name: str, x: jax.Array) -> jax.Array:
-    """GroupNorm then SiLU, both in fp32, cast to the compute dtype for the next convolution."""
-    y = GroupNorm(cfg.norm_groups, GN_EPS, resolve_dtype(cfg.param_dtype), name=name)(x)
-    return jax.nn.silu(y).astype(resolve_dtype(cfg.dtype))
 
 
 class ResnetBlock(nn.Module):
@@ -46,9 +36,9 @@ class ResnetBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        kw = _kw(self.cfg)
-        h = CausalConv3d(self.features, 3, name="conv1", **kw)(_norm_act(self.cfg, "norm1", x))
-        h = CausalConv3d(self.features, 3, name="conv2", **kw)(_norm_act(self.cfg, "norm2", h))
+        kw = dtype_kw(self.cfg)
+        h = CausalConv3d(self.features, 3, name="conv1", **kw)(norm_act(self.cfg, "norm1", x))
+        h = CausalConv3d(self.features, 3, name="conv2", **kw)(norm_act(self.cfg, "norm2", h))
         if x.shape[-1] != self.features:
             x = CausalConv3d(self.features, 1, name="conv_shortcut", **kw)(x)
         return x.astype(kw["dtype"]) + h
@@ -62,7 +52,7 @@ class MidAttention(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        kw = _kw(self.cfg)
+        kw = dtype_kw(self.cfg)
         _, _, h, w, c = x.shape
         normed = GroupNorm(self.cfg.norm_groups, GN_EPS, kw["param_dtype"], name="group_norm")(x)
         tokens = einops.rearrange(normed.astype(kw["dtype"]), "b t h w c -> b (t h w) c")
@@ -92,7 +82,7 @@ class Downsample(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        return CausalConv3d(x.shape[-1], 3, self.stride, name="conv", **_kw(self.cfg))(x)
+        return CausalConv3d(x.shape[-1], 3, self.stride, name="conv", **dtype_kw(self.cfg))(x)
 
 
 class Upsample(nn.Module):
@@ -101,7 +91,7 @@ class Upsample(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        return CausalConv3d(x.shape[-1], 3, name="conv", **_kw(self.cfg))(upsample_nearest(x, self.factor))
+        return CausalConv3d(x.shape[-1], 3, name="conv", **dtype_kw(self.cfg))(upsample_nearest(x, self.factor))
 
 
 class Encoder(nn.Module):
@@ -111,12 +101,12 @@ class Encoder(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        cfg, kw = self.cfg, _kw(self.cfg)
+        cfg, kw = self.cfg, dtype_kw(self.cfg)
         h = CausalConv3d(cfg.block_channels[0], 3, name="conv_in", **kw)(x)
         for i, (features, stride) in enumerate(zip(cfg.block_channels, cfg.downsample_strides)):
             h = _DownBlock(cfg, features, stride, name=f"down_blocks_{i}")(h)
         h = MidBlock(cfg, name="mid_block")(h)
-        return CausalConv3d(2 * cfg.latent_channels, 3, name="conv_out", **kw)(_norm_act(cfg, "conv_norm_out", h))
+        return CausalConv3d(2 * cfg.latent_channels, 3, name="conv_out", **kw)(norm_act(cfg, "conv_norm_out", h))
 
 
 class _DownBlock(nn.Module):
@@ -154,14 +144,14 @@ class Decoder(nn.Module):
 
     @nn.compact
     def __call__(self, z: jax.Array) -> jax.Array:
-        cfg, kw = self.cfg, _kw(self.cfg)
+        cfg, kw = self.cfg, dtype_kw(self.cfg)
         h = CausalConv3d(cfg.block_channels[-1], 3, name="conv_in", **kw)(z)
         h = MidBlock(cfg, name="mid_block")(h)
         # Up block i upsamples by the factor encoder block i downsamples with (same index, not mirrored).
         blocks = zip(reversed(cfg.block_channels), cfg.downsample_strides)
         for i, (features, factor) in enumerate(blocks):
             h = _UpBlock(cfg, features, factor, name=f"up_blocks_{i}")(h)
-        return CausalConv3d(cfg.in_channels, 3, name="conv_out", **kw)(_norm_act(cfg, "conv_norm_out", h))
+        return CausalConv3d(cfg.in_channels, 3, name="conv_out", **kw)(norm_act(cfg, "conv_norm_out", h))
 
 
 @flax.struct.dataclass
@@ -227,7 +217,7 @@ class CausalVAE(nn.Module):
     cfg: VAEConfig
 
     def setup(self):
-        kw = _kw(self.cfg)
+        kw = dtype_kw(self.cfg)
         light = self.cfg.blocks == "conv"
         self.encoder = (ConvEncoder if light else Encoder)(self.cfg)
         self.decoder = (ConvDecoder if light else Decoder)(self.cfg)

@@ -15,11 +15,9 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 
-from hcjax.configs import VAEConfig, resolve_dtype
+from hcjax.configs import VAEConfig
+from hcjax.models.vae_layers import dtype_kw, norm_act
 from hcjax.nn.conv import CausalConv3d, upsample_nearest
-from hcjax.nn.norms import GroupNorm
-
-GN_EPS = 1e-6
 
 
 class ConvBlock(nn.Module):
@@ -31,10 +29,8 @@ class ConvBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        dtype, param_dtype = resolve_dtype(self.cfg.dtype), resolve_dtype(self.cfg.param_dtype)
-        x = CausalConv3d(self.features, 3, self.stride, dtype=dtype, param_dtype=param_dtype, name="conv")(x)
-        x = GroupNorm(self.cfg.norm_groups, GN_EPS, param_dtype, name="norm")(x)
-        return jax.nn.silu(x).astype(dtype)
+        x = CausalConv3d(self.features, 3, self.stride, name="conv", **dtype_kw(self.cfg))(x)
+        return norm_act(self.cfg, "norm", x)
 
 
 class ConvEncoder(nn.Module):
@@ -47,8 +43,7 @@ class ConvEncoder(nn.Module):
         cfg = self.cfg
         for i, (features, stride) in enumerate(zip(cfg.block_channels, cfg.downsample_strides)):
             x = ConvBlock(cfg, features, stride or (1, 1, 1), name=f"blocks_{i}")(x)
-        return CausalConv3d(2 * cfg.latent_channels, 3, dtype=resolve_dtype(cfg.dtype),
-                            param_dtype=resolve_dtype(cfg.param_dtype), name="conv_out")(x)
+        return CausalConv3d(2 * cfg.latent_channels, 3, name="conv_out", **dtype_kw(cfg))(x)
 
 
 class ConvDecoder(nn.Module):
@@ -63,5 +58,4 @@ class ConvDecoder(nn.Module):
             z = ConvBlock(cfg, features, name=f"blocks_{i}")(z)
             if factor is not None:
                 z = upsample_nearest(z, factor)
-        return CausalConv3d(cfg.in_channels, 3, dtype=resolve_dtype(cfg.dtype),
-                            param_dtype=resolve_dtype(cfg.param_dtype), name="conv_out")(z)
+        return CausalConv3d(cfg.in_channels, 3, name="conv_out", **dtype_kw(cfg))(z)
