@@ -12,6 +12,7 @@ from hcjax import configs, convert
 from hcjax.convert import rules
 from hcjax.models import CausalVAE, random_params
 from hcjax.models.vae import upsample_nearest
+from hcjax.models.vae_conv import PhaseUpsample
 from hcjax.models.vae_tiling import blend
 from tests.torch_reference import tiny_diffusers_vae
 
@@ -64,6 +65,41 @@ def test_conv_blocks_variant():
     chex.assert_shape(CausalVAE(cfg).apply({"params": params}, latents, method=CausalVAE.decode), video.shape)
     with pytest.raises(ValueError, match="blocks='conv'.*no official"):
         convert.vae_from_torch({}, cfg)
+
+
+def test_conv_blocks_mix_time_only_within_a_latent_frame():
+    """``blocks="conv"``: latent frame 2 is a function of pixel frames 5..8 alone, and decodes into them alone."""
+    cfg = configs.get("demo").vae
+    params, vae = random_params(cfg), CausalVAE(cfg)
+    video = np.random.default_rng(1).uniform(-1, 1, (1, 13, 16, 16, 3)).astype(np.float32)
+    changed = video.copy()
+    changed[:, 6] = -changed[:, 6]
+    moments = [np.asarray(vae.apply({"params": params}, v, method=CausalVAE.moments)) for v in (video, changed)]
+    moved = np.abs(moments[0] - moments[1]).max(axis=(0, 2, 3, 4))
+    assert moved[2] > 1e-3 and np.all(moved[[0, 1, 3]] == 0), moved
+    latents = moments[0][..., :cfg.latent_channels]
+    bumped = latents.copy()
+    bumped[:, 2] += 1.0
+    frames = [np.asarray(vae.apply({"params": params}, z, method=CausalVAE.decode_untiled)) for z in (latents, bumped)]
+    moved = np.abs(frames[0] - frames[1]).max(axis=(0, 2, 3, 4))
+    assert np.all(moved[5:9] > 1e-4) and np.all(moved[:5] == 0) and np.all(moved[9:] == 0), moved
+
+
+def test_phase_upsample_gives_each_frame_its_own_features():
+    """The conv decoder's time upsampling: latent frame t > 0 becomes ``ft`` frames, one per phase of a 1x1x1
+    projection (frame 0 keeps the last phase); space is nearest-upsampled."""
+    cfg = configs.get("demo").vae
+    up = PhaseUpsample(cfg, (2, 2, 2))
+    z = np.random.default_rng(0).normal(size=(1, 3, 2, 2, 4)).astype(np.float32)
+    variables = up.init(jax.random.key(0), z)
+    out = np.asarray(up.apply(variables, z))
+    chex.assert_shape(out, (1, 5, 4, 4, 4))
+    kernel, bias = (np.asarray(variables["params"]["phases"][k]) for k in ("kernel", "bias"))
+    phases = (z @ kernel + bias).reshape(1, 3, 2, 2, 2, 4)          # [b, t, h, w, phase, c]
+    expected = [phases[:, 0, :, :, 1]] + [phases[:, t, :, :, r] for t in (1, 2) for r in (0, 1)]
+    expected = np.repeat(np.repeat(np.stack(expected, 1), 2, axis=2), 2, axis=3)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-6)
+    assert np.abs(out[:, 1] - out[:, 2]).max() > 1e-3    # the two frames of latent frame 1 differ
 
 
 def test_tiling_validation(cfg, params):

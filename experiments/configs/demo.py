@@ -15,10 +15,10 @@ VARIANTS = ("vae_images", "vae", "dit")
 
 # reconstruction + KL on 64x64 crops (around the subject) of rendered clips: single frames first (colour and shape
 # are learned from images many times faster), then 5-frame clips from there (the 4x time compression)
-VAE_IMAGES = {"model.part": "vae", "data.source": "procedural", "data.crop_frames": 1, "train.steps": 600,
+VAE_IMAGES = {"model.part": "vae", "data.source": "procedural", "data.crop_frames": 1, "train.steps": 1200,
               "train.global_batch": 16, "optim.warmup_steps": 50, "optim.learning_rate": 2e-3}
 VAE = {"model.part": "vae", "data.source": "procedural", "model.init_from": "runs/demo-vae-images/export",
-       "train.steps": 800, "train.global_batch": 4, "optim.warmup_steps": 50, "optim.learning_rate": 1e-3}
+       "train.steps": 1600, "train.global_batch": 4, "optim.warmup_steps": 50, "optim.learning_rate": 1e-3}
 # flow matching on the latents of tools/demo_data.py, the identity reference always given, text dropped 10%
 DIT = {"model.init_from": "runs/demo-vae/export", "data.source": "tfds", "data.path": "data/demo",
        "loss.text_dropout": 0.1, "train.steps": 1500, "train.global_batch": 8, "optim.learning_rate": 1e-3}
