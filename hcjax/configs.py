@@ -116,9 +116,9 @@ class VAEConfig:
     norm_groups: int = 32
     scaling_factor: float = 0.476986
     mid_block_causal_attn: bool = True
-    # "resnet": the official structure. "conv": one strided conv -> GroupNorm -> SiLU per block and no mid block
-    # (layers_per_block unused), for small VAEs trained from scratch on a CPU (hcjax.models.vae_conv); it has no
-    # official checkpoint.
+    # "resnet": the official structure. "conv": one strided conv -> GroupNorm -> SiLU per block, no mid block
+    # (layers_per_block unused) and time mixed only within a latent frame, for small VAEs trained from scratch on a
+    # CPU on short clips (hcjax.models.vae_conv); it has no official checkpoint.
     blocks: str = "resnet"
     dtype: DTypeLike = "float16"
     param_dtype: DTypeLike = "float16"
@@ -412,7 +412,7 @@ def _demo() -> Preset:
                   rope_axes=(16, 24, 24), text_dim=64, pooled_dim=64, refiner_depth=1, guidance_embed=False,
                   mechanisms=(Identity(),), dtype="float32", param_dtype="bfloat16"),
         VAEConfig(latent_channels=8, block_channels=(16, 32, 32, 32), norm_groups=2, blocks="conv",
-                  scaling_factor=1.0, dtype="float32", param_dtype="float32"),
+                  scaling_factor=1.09, dtype="float32", param_dtype="float32"),
         "the bundled demo model: shapes moving over backgrounds, from a caption and a reference image; trained by "
         "hcjax on procedural data",
         DEMO_SAMPLER,
