@@ -3,8 +3,9 @@
 The input is padded by edge replication: ``k - 1`` frames in front of the clip (none behind, so a frame never
 sees the future) and ``k // 2`` pixels on each side in height and width; then a plain strided convolution.
 Kernel-1 convolutions are a matmul over channels. On CPU a 3D convolution runs as the sum over the kernel's
-``kt`` time taps (one for a ``(1, k, k)`` kernel) of 2D convolutions of the frames (XLA's CPU backend has a fast 2D convolution but a slow 3D one:
-about 5x faster forward, 1.6x with the backward, for the VAE's full-resolution layers).
+``kt`` time taps (one for a ``(1, k, k)`` kernel) of 2D convolutions of the frames (XLA's CPU backend has a fast
+2D convolution but a slow 3D one: about 5x faster forward, 1.6x with the backward, for the VAE's full-resolution
+layers).
 """
 
 from __future__ import annotations
