@@ -139,6 +139,24 @@ def test_self_attention_ema_and_moments_follow_the_parts(attention_step):
     np.testing.assert_allclose(float(metrics["grad_norm"]), norm, rtol=1e-4)
 
 
+def test_a_run_with_an_ema_exports_the_ema(attention_step):
+    """``final_params``: the EMA in the trained parts, the params elsewhere; the params themselves without an EMA."""
+    chosen, _, new, _ = attention_step
+    final, params, ema = (_flat(t) for t in (state_lib.final_params(new, chosen), new.params, new.ema))
+    assert set(final) == set(params)
+    for name in params:
+        chex.assert_equal_shape([final[name], params[name]])
+        if name not in ema:
+            np.testing.assert_array_equal(final[name], params[name])
+            continue
+        (t_final, f_final), (t_ema, _), (t_params, f_params) = (_regions(name, t[name]) for t in (final, ema, params))
+        np.testing.assert_array_equal(t_final, t_ema)
+        assert np.any(t_final != t_params), name     # decay 0.5: the EMA lags the params
+        if f_final is not None:
+            np.testing.assert_array_equal(f_final, f_params)
+    assert state_lib.final_params(new.replace(ema=None), chosen) is new.params
+
+
 # --- auxiliary losses on sown predictions ------------------------------------------------------------------------
 
 class _Head(nn.Module):

@@ -3,7 +3,8 @@ checkpoint compatibility), then the loop runs the sharded step, logs, and checkp
 run started again with the same config resumes from its last checkpoint to the same losses.
 
 Logs go to ``WORKDIR/metrics.jsonl`` (one line per logged step), TensorBoard (``WORKDIR/tb``) and a progress
-bar; checkpoints to ``WORKDIR/checkpoints``; the final params to ``WORKDIR/export`` (a model directory).
+bar; checkpoints to ``WORKDIR/checkpoints``; the final params (their EMA where ``optim.ema_decay > 0``) to
+``WORKDIR/export`` (a model directory).
 """
 
 from __future__ import annotations
@@ -298,7 +299,7 @@ def run_training(run: Run) -> list[dict]:
         state, records = step_loop(c, step_fn, state, data, run.null_text, start, log, window, schedule, ckpt)
     if c.train.export and jax.process_index() == 0 and start < total:
         export = cleared_export(run.workdir)
-        params = jax.device_get(state.params)
+        params = jax.device_get(state_lib.final_params(state, run.trainable))
         if c.model.init_from:
             export_params(export, run.preset.name, params, base_model_dir=c.model.init_from)
         else:  # a model trained from scratch comes with a freshly initialised VAE

@@ -40,6 +40,15 @@ def create(params: Any, tx: optax.GradientTransformation, trainable: set[str], s
                       rng=jax.random.key_data(jax.random.key(seed)).astype(jnp.uint32))
 
 
+def final_params(state: TrainState, trainable: set[str]) -> Any:
+    """The params a run exports: the EMA of the trainable subtree merged with the frozen rest where the run keeps
+    an EMA (``optim.ema_decay > 0``), else the params themselves."""
+    if state.ema is None:
+        return state.params
+    _, frozen = trainable_lib.split(state.params, trainable)
+    return trainable_lib.merge(state.ema, frozen)
+
+
 def abstract(abstract_params: Any, tx: optax.GradientTransformation, trainable: set[str], ema: bool = False
              ) -> TrainState:
     """The state's shapes and dtypes, no memory used."""
