@@ -6,12 +6,12 @@ convolution, GroupNorm and SiLU, then upsampling by the factor of the same index
 it. Time is mixed only inside a latent frame's own pixel frames: the encoder's temporal convolutions are its
 stride-2 ones with 2 taps, every other kernel is ``(1, 3, 3)``, GroupNorm takes its statistics per frame (not
 over the clip, as the official VAE does), and the decoder upsamples time by phases
-(``PhaseUpsample``: a per-position projection gives each output frame of a latent frame its own features). So latent
-frame ``k > 0`` is a function of pixel frames ``4k - 3 .. 4k`` alone (frame 0 of frame 0), and 5-frame training
-crops train every latent frame of a 17-frame clip. With the official 3-tap temporal kernels the receptive field spans
-several latent frames: trained on 5-frame crops, a 17-frame clip's later latent frames were out of distribution and
-decoded to the subject's first position; with nearest upsampling in time the frames of one latent frame get the same
-features, which a decoder this shallow cannot tell apart.
+(``PhaseUpsample``: a per-position projection gives each output frame of a latent frame its own features). So
+latent frame ``k > 0`` is a function of pixel frames ``4k - 3 .. 4k`` alone (latent frame 0 of pixel frame 0), and
+5-frame training crops train every latent frame of a 17-frame clip. With the official 3-tap temporal kernels the
+receptive field spans several latent frames: trained on 5-frame crops, a 17-frame clip's later latent frames were
+out of distribution and decoded to the subject's first position; with nearest upsampling in time the frames of one
+latent frame get the same features, which a decoder this shallow cannot tell apart.
 There is no mid block and no residual path (``layers_per_block`` and ``mid_block_causal_attn`` are unused). At the
 sizes of the bundled demo model (8 to 32 channels, a few thousand CPU steps) the official residual structure learns
 the scenes' luminance but not their colours; this one draws the colours within a few hundred single-frame steps
