@@ -3,6 +3,7 @@
 import re
 
 import chex
+import flax.linen as nn
 import jax
 import numpy as np
 import pytest
@@ -91,7 +92,7 @@ def test_phase_upsample_gives_each_frame_its_own_features():
     cfg = configs.get("demo").vae
     up = PhaseUpsample(cfg, (2, 2, 2))
     z = np.random.default_rng(0).normal(size=(1, 3, 2, 2, 4)).astype(np.float32)
-    variables = up.init(jax.random.key(0), z)
+    variables = nn.meta.unbox(up.init(jax.random.key(0), z))
     out = np.asarray(up.apply(variables, z))
     chex.assert_shape(out, (1, 5, 4, 4, 4))
     kernel, bias = (np.asarray(variables["params"]["phases"][k]) for k in ("kernel", "bias"))

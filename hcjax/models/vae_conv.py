@@ -27,7 +27,8 @@ from einops import rearrange
 
 from hcjax.configs import VAEConfig
 from hcjax.models.vae_layers import dtype_kw, norm_act
-from hcjax.nn.conv import CausalConv3d, upsample_nearest
+from hcjax.nn.conv import CONV_AXES, CausalConv3d, upsample_nearest
+from hcjax.nn.linear import Dense
 
 
 FRAME_KERNEL = (1, 3, 3)   # space only
@@ -61,7 +62,8 @@ class PhaseUpsample(nn.Module):
     def __call__(self, z: jax.Array) -> jax.Array:
         ft, fh, fw = self.factor
         if ft > 1:
-            z = nn.Dense(ft * z.shape[-1], name="phases", **dtype_kw(self.cfg))(z)
+            z = Dense(ft * z.shape[-1], CONV_AXES[-2:], kernel_init=nn.initializers.lecun_normal(), name="phases",
+                      **dtype_kw(self.cfg))(z)
             z = rearrange(z, "b t h w (r c) -> b t r h w c", r=ft)
             z = jnp.concatenate([z[:, :1, -1], rearrange(z[:, 1:], "b t r h w c -> b (t r) h w c")], axis=1)
         return upsample_nearest(z, (1, fh, fw))
