@@ -29,6 +29,14 @@ def test_scenes_and_renders_are_reproducible():
     assert world.caption(a[0]).startswith(f"a {a[0].colour} ")
 
 
+def test_the_path_is_set_by_the_direction():
+    """Every path crosses the frame's middle in the caption's direction, at most JITTER off along and across."""
+    for scene in world.scenes("train", 24, 1):
+        first, middle, last = (np.array(world.centre_at(scene, f)) for f in (0, world.FRAMES // 2, world.FRAMES - 1))
+        np.testing.assert_allclose(last - first, world.TRAVEL * np.array(world.DIRECTIONS[scene.direction]))
+        assert np.abs(middle - world.SIZE / 2).max() <= world.JITTER
+
+
 def test_measurements_read_the_ground_truth_and_reject_noise():
     scenes = world.scenes("held_out", 8, 0)
     scores = measure.score(np.stack([world.render_video(s) for s in scenes]), scenes)

@@ -1,6 +1,7 @@
 """The procedural world of the bundled demo model: a coloured, textured shape moving over a plain background.
 
 A ``Scene`` is a few choices (colour, shape, texture, direction, background, pose, start point, loudness curve);
+the path crosses the frame's middle in the caption's direction.
 ``render_video`` draws its 17 frames at 128x128, ``render_reference`` the subject alone on white in another pose
 (HunyuanCustom's reference image), ``render_audio`` a tone whose loudness sets the subject's size frame by frame,
 and ``caption`` names the subject, colour, texture, motion and background. Everything is a pure function of the
@@ -26,6 +27,7 @@ BACKGROUNDS = {"white": ((236, 236, 236), (236, 236, 236)), "grey": ((128, 128, 
                "dark": ((28, 28, 36), (28, 28, 36)), "sand": ((214, 198, 166), (190, 174, 142)),
                "checkered": ((170, 170, 170), (110, 110, 110))}
 TRAVEL = 56.0          # pixels the subject moves over the clip
+JITTER = 8.0           # the path crosses the frame's middle, shifted by up to this many pixels either way
 RADIUS = 17.0          # the subject's radius at mean loudness
 LOUDNESS_SIZE = 0.35   # size = RADIUS * (1 + LOUDNESS_SIZE * (loudness - 0.5))
 SUPERSAMPLE = 2
@@ -74,12 +76,13 @@ def _loudness(rng: np.random.Generator) -> tuple[float, ...]:
 
 
 def random_scene(rng: np.random.Generator, combination: tuple[str, str, str]) -> Scene:
-    """A scene of ``combination`` with the other choices drawn from ``rng``."""
+    """A scene of ``combination`` with the other choices drawn from ``rng``. The path is set by the direction: it
+    crosses the middle of the frame, centred, up to ``JITTER`` pixels off along and across it (a caption names the
+    whole motion, so a model can draw it from the caption alone)."""
     colour, shape, direction = combination
     dy, dx = DIRECTIONS[direction]
-    margin = RADIUS * 1.4 + 4
-    along = margin + rng.uniform(0, SIZE - 2 * margin - TRAVEL)   # start so that the whole path stays inside
-    across = rng.uniform(margin, SIZE - margin)
+    along = SIZE / 2 - TRAVEL / 2 + rng.uniform(-JITTER, JITTER)    # the start, on the side the subject leaves
+    across = SIZE / 2 + rng.uniform(-JITTER, JITTER)
     if dx:
         start = (across, along if dx > 0 else SIZE - along)
     else:
