@@ -22,7 +22,7 @@ VAE = {"model.part": "vae", "data.source": "procedural", "model.init_from": "run
 # flow matching on the latents of tools/demo_data.py, the identity reference always given, text dropped 10%;
 # timesteps shifted by 3 like the sampler's, and the EMA exported
 DIT = {"model.init_from": "runs/demo-vae/export", "data.source": "tfds", "data.path": "data/demo",
-       "loss.text_dropout": 0.1, "loss.shift": 3.0, "optim.ema_decay": 0.998, "train.steps": 3000,
+       "loss.text_dropout": 0.1, "loss.shift": 3.0, "optim.ema_decay": 0.998, "train.steps": 6000,
        "train.global_batch": 8, "optim.learning_rate": 1e-3}
 
 
