@@ -30,6 +30,7 @@ demo-model: setup
 	$(BIN)/python tools/demo_data.py --vae runs/demo-vae/export --out data/demo
 	$(BIN)/hcjax train --config experiments/configs/demo.py:dit
 	rm -rf hcjax/demo/weights && cp -r runs/demo-dit/export hcjax/demo/weights
+	find hcjax/demo/weights -name commit_success.txt -delete   # Orbax's marker holds this machine's path; loading needs none
 	$(BIN)/python tools/eval_demo.py --json runs/demo-dit/eval.json
 
 test: setup

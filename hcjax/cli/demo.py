@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> None:
 
         trained = resolve_model(args.model)[1] is not None
         print(f"hcjax demo: {args.prompt!r} with the subject of {args.ref_image[0]}"
-              + ("" if trained else " (no trained weights bundled yet: random weights; `make demo-model` trains them)"))
+              + ("" if trained else " (hcjax/demo/weights is missing: random weights; `make demo-model` trains them)"))
     else:
         args.prompt = args.prompt or "a red fox running through fresh snow, morning light"
         print(f"hcjax demo: sampling preset {args.model!r} with random weights (expect coloured noise)")
