@@ -65,6 +65,11 @@ preprocessed as the HuMo sampler does (``pipelines.humo``):
 
 HuMo datasets store the plain caption embedding, as Avatar's.
 
+Image-to-video models (``hunyuan-video-i2v``, ``tiny-i2v``: token replacement) get ``first_latents [1, h, w, C]``
+(``hcjax.training.i2v_cond``): the clip's first kept frame encoded alone as a one-frame video, a posterior sample
+times the scaling factor, as the official I2V training re-encodes it. They too store the plain caption embedding;
+HunyuanVideo-I2V's own text is LLaVA with the image (``pipelines.i2v_text``), which this tool does not compute.
+
 Custom and Avatar reference, masked-video, mask and emotion latents are VAE posterior samples (``--seed``) times the
 scaling factor, as the reference encodes them; the clip's own latents stay the posterior mean.
 
@@ -507,6 +512,8 @@ def conditions(plan: Plan, i: int, clip: Clip, pixels: np.ndarray, subject: np.n
             out[key] = np.asarray(audio_condition(clip.audio, f, *whisper, task=task), np.float32)
         elif key == "face_mask":
             out[key] = face_mask(clip, vae.spatial_ratio)
+        elif key == "first_latents":
+            out[key] = sample(image_to_unit_range(pixels[:1]), jax.random.fold_in(k_ref, 2))
         elif key == "emotion_latents":
             image = resize_center_crop(read_image(clip.emotion), h, w)
             out[key] = sample(image_to_unit_range(image[None]), jax.random.fold_in(k_ref, 1))

@@ -26,6 +26,7 @@ from hcjax.training import optimizer as optimizer_lib
 from hcjax.training import state as state_lib
 from hcjax.training import aot_cond
 from hcjax.training import trainable as trainable_lib
+from hcjax.training.i2v_cond import i2v_inputs
 from hcjax.training.sharded_step import ShardedStep
 from hcjax.training.step import make_train_step
 
@@ -186,8 +187,10 @@ def _lower_train(cfg, plan: AotPlan, mesh, batch: dict):
     chosen = trainable_lib.select(params, trainable_lib.ALL)
     abstract = state_lib.abstract(params, tx, chosen)
     shardings = state_lib.shardings(abstract, logical_axes(cfg), mesh, tx, chosen)
+    i2v = i2v_inputs(cfg)
     step = ShardedStep(make_train_step(HunyuanVideoDiT(cfg), loss_lib.FlowMatchingLoss(), opt, tx, chosen,
-                                       make_cond=aot_cond.cond_fn(cfg, batch)), mesh, shardings)
+                                       make_cond=aot_cond.cond_fn(cfg, batch),
+                                       clean_lead=None if i2v is None else i2v.clean_lead), mesh, shardings)
     null = {k: jax.ShapeDtypeStruct(batch[k].shape[1:], batch[k].dtype) for k in loss_lib.TEXT_KEYS}
     return step.lower(abstract, batch, null)
 

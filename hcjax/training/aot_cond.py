@@ -68,7 +68,7 @@ def cond_inputs(cfg: DiTConfig, latents: jax.ShapeDtypeStruct, ref_frames: int) 
     """Abstract conditioning entries of a batch whose ``latents [B, T, h, w, C]`` are given, for the
     mechanisms of ``cfg``: ``ref_latents [B, ref_frames, h, w, C]`` (identity, when ``ref_frames > 0``),
     ``audio_feats [B, 4 (T - 1) + 1, window, layers, channels]`` (audio), ``bg_latents [B, T, h, w, 2C]``
-    (editing); all float32 like the rest of the batch."""
+    (editing), ``first_latents [B, 1, h, w, C]`` (token replacement); all float32 like the rest of the batch."""
     b, t, h, w, c = latents.shape
     s, out = jax.ShapeDtypeStruct, {}
     names = {m.name: m for m in cfg.mechanisms}
@@ -79,6 +79,8 @@ def cond_inputs(cfg: DiTConfig, latents: jax.ShapeDtypeStruct, ref_frames: int) 
         out["audio_feats"] = s((b, video_frames(t), m.window, m.layers, m.channels), jnp.float32)
     if "editing" in names:
         out["bg_latents"] = s((b, t, h, w, 2 * c), jnp.float32)
+    if "token_replace" in names:
+        out["first_latents"] = s((b, 1, h, w, c), jnp.float32)
     return out
 
 

@@ -32,7 +32,8 @@ from hcjax.training.data_spec import DataSpec, record_problems
 
 Extra = tuple[str, tuple, str]
 PRECOMPUTE = {"ref_latents": "--ref-images DIR (or the clip's first frame)", "audio_feats": "--audio DIR",
-              "bg_latents": "--masks DIR"}
+              "bg_latents": "--masks DIR",
+              "first_latents": "an image-to-video --model, e.g. hunyuan-video-i2v: its first frame is encoded alone"}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,7 +9,7 @@ Clips can also carry the HunyuanCustom and Avatar conditions (``extra`` keys, ``
 ``ref_latents`` its first latent frame (the identity image taken from the clip), ``bg_latents`` the latents with a
 random box zeroed ++ the box as a ``+-1`` mask, ``audio_feats`` per video frame a fixed random linear map of its
 latent frame's channel means, ``face_mask`` a random box of ones (zeros outside), ``emotion_latents`` its last
-latent frame (the expression the clip reaches).
+latent frame (the expression the clip reaches), ``first_latents`` its first latent frame (the I2V image).
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def last_frame(rng: np.random.Generator, latents: np.ndarray, shape: tuple) -> n
 
 CONDITIONS: dict[str, Callable[[np.random.Generator, np.ndarray, tuple], np.ndarray]] = {
     "ref_latents": reference_latents, "bg_latents": background_latents, "audio_feats": audio_windows,
-    "face_mask": face_box, "emotion_latents": last_frame}
+    "face_mask": face_box, "emotion_latents": last_frame, "first_latents": reference_latents}
 
 
 class SyntheticSource(ClipSource):

@@ -284,9 +284,9 @@ def run_training(run: Run) -> list[dict]:
     total = c.train.steps
     data = make_iterator(run.source, global_batch=c.train.global_batch, seed=c.data.seed, task_mixer=run.tasks)
     make_cond = None if run.cond is None else run.cond.make_cond
-    aux_loss = getattr(run.cond, "aux_loss", None)
+    aux_loss, clean_lead = getattr(run.cond, "aux_loss", None), getattr(run.cond, "clean_lead", None)
     step_fn = ShardedStep(make_train_step(HunyuanVideoDiT(run.dit), run.loss, run.optim, run.tx, run.trainable,
-                                          make_cond, aux_loss), run.mesh, run.shardings)
+                                          make_cond, aux_loss, clean_lead), run.mesh, run.shardings)
     schedule = optimizer_lib.learning_rate_schedule(run.optim, total)
     with TrainCheckpointer(run.workdir / "checkpoints", save_every=c.train.checkpoint_every,
                            keep=c.train.keep_checkpoints, model_config=run.dit) as ckpt:

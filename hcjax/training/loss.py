@@ -60,6 +60,16 @@ def noisy_latents(x0: jax.Array, noise: jax.Array, sigma: jax.Array) -> tuple[ja
     return (1.0 - s) * x0 + s * noise, noise - x0
 
 
+def with_clean_lead(x_t: jax.Array, lead: jax.Array) -> tuple[jax.Array, int]:
+    """``(x_t with its first k latent frames replaced by the clean `lead [B, k, H, W, C]`, k)``: the
+    image-to-video input, whose first frame is never noised."""
+    k = lead.shape[1]
+    if lead.shape[:1] + lead.shape[2:] != x_t.shape[:1] + x_t.shape[2:] or not 0 < k < x_t.shape[1]:
+        raise ValueError(f"clean leading frames {lead.shape} do not lead latents {x_t.shape}: they need the "
+                         "latents' batch, height, width and channels and fewer frames")
+    return jnp.concatenate([lead.astype(x_t.dtype), x_t[:, k:]], axis=1), k
+
+
 def drop_text(rng: jax.Array, batch: dict, null_text: dict, probability: float) -> dict:
     """``batch`` with each sample's text replaced by ``null_text`` (unbatched ``TEXT_KEYS``) with ``probability``."""
     if probability == 0:

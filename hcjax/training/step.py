@@ -4,7 +4,8 @@
 levels and noise from ``fold_in(state.rng, step)``, drop text for CFG, build the conditioning mechanisms'
 ``cond`` (``make_cond``, which may drop conditions too), run the DiT on the params cast to the compute dtype,
 and take the gradient of the fp32 velocity MSE (plus an optional auxiliary loss on the model's sown
-"predictions") with respect to the trainable params only; average, clip, AdamW, EMA. Partially trainable
+"predictions") with respect to the trainable params only; average, clip, AdamW, EMA. Image-to-video models
+(``clean_lead``) see their clean leading frames in place of the noisy ones and are not scored on them. Partially trainable
 leaves (``hcjax.training.trainable.Part``) get their gradient masked and keep their frozen values bit for bit.
 The batch's leading axis is split into micro-batches so that each device keeps its own samples (no data moves).
 """
@@ -30,6 +31,7 @@ from hcjax.training.state import TrainState
 CondFn = Callable[[dict, jax.Array], Any]   # (batch, key) -> the DiT's cond
 # (micro-batch after text dropout, the DiT's sown "predictions", step) -> (scalar loss, {name: scalar metric})
 AuxLossFn = Callable[[dict, Any, jax.Array], tuple[jax.Array, dict]]
+CleanLeadFn = Callable[[dict], jax.Array]   # batch -> the clean latent frames [B, k, H, W, C] that lead each sample
 PREDICTIONS = "predictions"   # the mutable collection extra output heads sow into
 
 
@@ -40,7 +42,8 @@ def _micro_batches(batch: dict, accum: int) -> dict:
 
 def make_train_step(model: HunyuanVideoDiT, loss_cfg: loss_lib.FlowMatchingLoss, opt_cfg: OptimizerConfig,
                     tx: optax.GradientTransformation, trainable: Set[str], make_cond: CondFn | None = None,
-                    aux_loss: AuxLossFn | None = None) -> Callable[[TrainState, dict, dict], tuple[TrainState, dict]]:
+                    aux_loss: AuxLossFn | None = None, clean_lead: CleanLeadFn | None = None
+                    ) -> Callable[[TrainState, dict, dict], tuple[TrainState, dict]]:
     """The pure train step of ``model``. ``batch``: the data contract's arrays (``latents [B, T, H, W, C]``,
     ``text_states``, ``text_mask``, ``text_pooled``, and whatever ``make_cond(batch, key)`` turns into the DiT's
     ``cond``, ``key`` being the micro-batch's randomness for condition dropout); ``null_text``: the empty
@@ -50,7 +53,11 @@ def make_train_step(model: HunyuanVideoDiT, loss_cfg: loss_lib.FlowMatchingLoss,
     before differentiation; ``predictions`` is what the model's heads sowed, nested by module path as flax
     keeps it (``predictions[mechanism][name]`` is the tuple of the values sown under ``name``), ``batch``
     the micro-batch after text dropout. Its metrics, averaged over micro-batches, join the step's metrics
-    (``loss`` stays the flow-matching MSE)."""
+    (``loss`` stays the flow-matching MSE).
+
+    ``clean_lead(batch) -> [B, k, H, W, C]``, if given (image-to-video by token replacement,
+    ``training.i2v_cond``), replaces the first ``k`` latent frames of the noisy input, as the sampler does, and
+    the MSE covers only the frames after them."""
     cfg = model.cfg
     compute = resolve_dtype(cfg.dtype)
     accum = opt_cfg.accum_steps
@@ -78,10 +85,13 @@ def make_train_step(model: HunyuanVideoDiT, loss_cfg: loss_lib.FlowMatchingLoss,
         sigma = loss_lib.sample_sigmas(k_sigma, x0.shape[0], loss_cfg)
         noise = jax.random.normal(k_noise, x0.shape, jnp.float32)
         x_t, target = loss_lib.noisy_latents(x0, noise, sigma)
+        lead = 0
+        if clean_lead is not None:
+            x_t, lead = loss_lib.with_clean_lead(x_t, clean_lead(batch))
         batch = loss_lib.drop_text(k_drop, batch, null_text, loss_cfg.text_dropout)
         params = jax.tree.map(lambda p: p.astype(compute), trainable_lib.merge(train, frozen))
         velocity, aux, aux_metrics = forward(params, batch, x_t, sigma, key, step)
-        per_sample = loss_lib.per_sample_mse(velocity, target)
+        per_sample = loss_lib.per_sample_mse(velocity[:, lead:], target[:, lead:])
         mse = jnp.mean(per_sample)
         return mse if aux is None else mse + aux, (mse, per_sample, sigma, aux_metrics)
 
