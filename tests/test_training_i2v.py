@@ -1,6 +1,7 @@
 """Image-to-video training (token replacement): the first latent frame goes in clean and is not scored, the tiny
 I2V config learns, the precompute tool writes ``first_latents``, and a dataset without it stops before training."""
 
+import functools
 import json
 import os
 import sys
@@ -52,17 +53,23 @@ def test_i2v_models_read_first_latents():
         conditioning_inputs(dit, conditioning_inputs.__globals__["CondSettings"](audio_dropout=0.5))
 
 
-def _step_outputs(batch, clean_lead):
-    """``(loss, updated params)`` of one tiny-i2v step on ``batch`` (same params and randomness every call)."""
+@functools.lru_cache(maxsize=2)
+def _step(clean_lead):
+    """``(jitted tiny-i2v train step, its initial state)``."""
     cfg = configs.get("tiny-i2v").dit
     params = random_params(cfg, seed=0)
     opt = optimizer.OptimizerConfig(learning_rate=1e-2)
     tx = optimizer.make_optimizer(opt, 10)
     chosen = trainable.select(params, trainable.ALL)
-    state = state_lib.create(params, tx, chosen, seed=0)
-    null = {k: np.zeros(batch[k].shape[1:], batch[k].dtype) for k in loss_lib.TEXT_KEYS}
     step = jax.jit(make_train_step(HunyuanVideoDiT(cfg), loss_lib.FlowMatchingLoss(), opt, tx, chosen,
                                    clean_lead=clean_lead))
+    return step, state_lib.create(params, tx, chosen, seed=0)
+
+
+def _step_outputs(batch, clean_lead):
+    """``(loss, updated params)`` of one tiny-i2v step on ``batch`` (same params and randomness every call)."""
+    step, state = _step(clean_lead)
+    null = {k: np.zeros(batch[k].shape[1:], batch[k].dtype) for k in loss_lib.TEXT_KEYS}
     new, metrics = step(state, batch, null)
     return float(metrics["loss"]), new.params
 

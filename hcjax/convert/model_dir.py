@@ -17,6 +17,7 @@ import numpy as np
 
 from hcjax import configs
 from hcjax.configs import Preset
+from hcjax.parallel import distributed
 
 FORMAT, VERSION, INFO_FILE = "hcjax-model", 1, "hcjax_model.json"
 PARTS = ("dit", "vae")
@@ -84,13 +85,21 @@ def _restore_checked(ckptr, path: Path, target: Any, fix: str) -> Any:
         raise ModelDirError(f"{path}: unreadable Orbax checkpoint ({type(e).__name__}: {e}); {fix}") from None
     if problems := _differences(stored, target):
         raise ModelDirError(f"{path}: params differ from its config: {'; '.join(problems)}; {fix}")
-    return ckptr.restore(path, target)
+    return ckptr.restore(path, _on_first_device(target))
+
+
+def _on_first_device(target: Any) -> Any:
+    """``target``'s shapes and dtypes on this process's first device: what a restore reads into, whatever devices
+    wrote the checkpoint (a pod run's export samples on one GPU)."""
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), target)
 
 
 def save_model_dir(path: str | os.PathLike, preset_name: str, dit_params: dict | None = None,
                    vae_params: dict | None = None, source: str = "") -> None:
     """Writes the given parts of ``preset_name`` to the new directory ``path``. Every tree is checked against
-    the preset before anything is written; the directory appears only once complete."""
+    the preset before anything is written; the directory appears only once complete. In a multi-host run every
+    process calls it with the same (globally sharded) params; process 0 writes the shared files."""
     path = Path(path).absolute()
     preset = configs.get(preset_name)
     trees = {part: t for part, t in zip(PARTS, (dit_params, vae_params)) if t is not None}
@@ -104,21 +113,34 @@ def save_model_dir(path: str | os.PathLike, preset_name: str, dit_params: dict |
     if path.exists() and not (path.is_dir() and not any(path.iterdir())):
         raise ModelDirError(f"{path}: already exists and is not an empty directory; choose a new --dst or "
                             "delete it first")
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+    if jax.process_count() > 1:   # process-local arrays (e.g. a fresh VAE's) go as numpy, written by process 0
+        trees = {part: jax.tree.map(_host_local_to_numpy, t) for part, t in trees.items()}
+    tmp = path.parent / f".{path.name}.tmp-{distributed.shared_token()}"
+    primary = distributed.is_primary()
     try:
-        tmp.mkdir(parents=True)
-        with _checkpointer() as ckptr:
+        if primary:
+            tmp.mkdir(parents=True)
+        distributed.sync("model_dir:mkdir")
+        with _checkpointer() as ckptr:   # every process writes its shards of sharded params
             for part, tree in trees.items():
                 ckptr.save(tmp / part, tree)
             ckptr.wait_until_finished()
-        info = {"format": FORMAT, "version": VERSION, "preset": preset_name, "parts": list(trees),
-                "source": source}
-        (tmp / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
-        if path.exists():
-            path.rmdir()  # empty, checked above
-        tmp.rename(path)
+        distributed.sync("model_dir:saved")
+        if primary:
+            info = {"format": FORMAT, "version": VERSION, "preset": preset_name, "parts": list(trees),
+                    "source": source}
+            (tmp / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+            if path.exists():
+                path.rmdir()  # empty, checked above
+            tmp.rename(path)
+        distributed.sync("model_dir:renamed")
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if primary:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _host_local_to_numpy(x: Any) -> Any:
+    return np.asarray(x) if isinstance(x, jax.Array) and x.is_fully_addressable else x
 
 
 def is_model_dir(path: str | os.PathLike) -> bool:
@@ -154,8 +176,8 @@ def read_model_info(path: str | os.PathLike) -> dict:
 
 def load_model_dir(path: str | os.PathLike, parts: Sequence[str] = PARTS
                    ) -> tuple[Preset, dict | None, dict | None]:
-    """``(preset, dit_params, vae_params)`` from a model directory; parts not asked for are None. The stored
-    shapes and dtypes are checked against the preset before restoring."""
+    """``(preset, dit_params, vae_params)`` from a model directory, on this process's first device; parts not
+    asked for are None. The stored shapes and dtypes are checked against the preset before restoring."""
     path = Path(path).absolute()
     if unknown := set(parts) - set(PARTS):
         raise ValueError(f"unknown parts {sorted(unknown)}; choose from {list(PARTS)}")
@@ -180,5 +202,5 @@ def load_model_dir(path: str | os.PathLike, parts: Sequence[str] = PARTS
             problems = _differences(stored, target)
             if problems:  # Orbax would silently reshape or cast to the target
                 raise _mismatch(f"{path / part}", preset.name, problems, "Convert the model again.")
-            out[part] = ckptr.restore(path / part, target)
+            out[part] = ckptr.restore(path / part, _on_first_device(target))
     return preset, out.get("dit"), out.get("vae")

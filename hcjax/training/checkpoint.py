@@ -14,13 +14,14 @@ import dataclasses
 import json
 import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any, Protocol
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from hcjax.parallel import distributed
 
 FORMAT, VERSION = "hcjax-train-checkpoint", 1
 STATE, DATA, MODEL = "state", "data", "model"  # the items of one step
@@ -180,7 +181,8 @@ def export_params(directory: str | os.PathLike, preset_name: str, dit_params: An
                   base_model_dir: str | os.PathLike | None = None, source: str = "hcjax training") -> Path:
     """Writes trained DiT params (cast to the preset's param dtypes) as the new model directory ``directory``, for
     ``hcjax sample --model``. The VAE params are ``vae_params`` or, if None, those of ``base_model_dir``, whose
-    text and audio encoders are copied too. The directory appears whole or not at all (single process)."""
+    text and audio encoders are copied too. The directory appears whole or not at all. In a multi-host run every
+    process calls it with the same globally sharded params (each writes its shards; process 0 the rest)."""
     from hcjax import configs
     from hcjax.convert.model_dir import ModelDirError, load_model_dir, save_model_dir
     from hcjax.models import abstract_params
@@ -194,16 +196,20 @@ def export_params(directory: str | os.PathLike, preset_name: str, dit_params: An
         dit_params = jax.jit(lambda t: jax.tree.map(lambda x, w: x.astype(w.dtype), t, want))(dit_params)
     if vae_params is None and base_model_dir is not None:
         vae_params = load_model_dir(base_model_dir, parts=("vae",))[2]
-    tmp = final.parent / f".{final.name}.export-{uuid.uuid4().hex[:8]}"
+    tmp = final.parent / f".{final.name}.export-{distributed.shared_token()}"
+    primary = distributed.is_primary()
     try:
         save_model_dir(tmp, preset_name, dit_params, vae_params, source=source)
-        if base_model_dir is not None:
-            from hcjax.convert import audio_encoder_dir, text_encoder_dir
+        if primary:
+            if base_model_dir is not None:
+                from hcjax.convert import audio_encoder_dir, text_encoder_dir
 
-            for folder in (text_encoder_dir.FOLDER, audio_encoder_dir.FOLDER):
-                if (Path(base_model_dir) / folder).is_dir():
-                    shutil.copytree(Path(base_model_dir) / folder, tmp / folder)
-        tmp.rename(final)
+                for folder in (text_encoder_dir.FOLDER, audio_encoder_dir.FOLDER):
+                    if (Path(base_model_dir) / folder).is_dir():
+                        shutil.copytree(Path(base_model_dir) / folder, tmp / folder)
+            tmp.rename(final)
+        distributed.sync("export:renamed")
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if primary:
+            shutil.rmtree(tmp, ignore_errors=True)
     return final

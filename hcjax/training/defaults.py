@@ -63,6 +63,9 @@ def default_config() -> ml_collections.ConfigDict:
         tensorboard=True,
         progress=True,
         distributed=False,           # jax.distributed.initialize() first (multi-host pods)
+        coordinator="",              # with distributed, off TPU pods / SLURM / MPI: "HOST:PORT" of process 0,
+        num_processes=0,             # the number of processes
+        process_id=-1,               # and this one's index (all three, or none to detect them)
     ))
     return c
 

@@ -116,7 +116,7 @@ def build(config: ml_collections.ConfigDict) -> Run:
     if c.model.part != "dit":
         raise ValueError(f"model.part {c.model.part!r}: loop.build trains the DiT (dit); use vae_loop.build for vae")
     if c.train.distributed:
-        distributed.initialize()
+        distributed.initialize_from_config(c.train)
     preset, dit = _dit_config(c)
     loss = loss_lib.FlowMatchingLoss(**c.loss.to_dict())
     optim = optimizer_lib.OptimizerConfig(**c.optim.to_dict())
@@ -161,6 +161,7 @@ def _fresh_state(run: Run) -> state_lib.TrainState:
 
     if c.model.init_from and "dit" in read_model_info(c.model.init_from)["parts"]:
         _, params, _ = load_model_dir(c.model.init_from, parts=("dit",))
+        params = jax.tree.map(np.asarray, params)   # a host copy (the same on every process), which jit shards
 
         def create(p):   # params the directory lacks (an addable mechanism's) are freshly initialised
             return state_lib.create(init_from.complete(p, run.dit, c.train.seed), run.tx, run.trainable,
@@ -189,6 +190,8 @@ class _Log:
         if not self.primary:
             return
         run.workdir.mkdir(parents=True, exist_ok=True)
+        if start:
+            print(f"hcjax train: resuming from the checkpoint of step {start}", flush=True)
         kept = []
         if self.path.exists():
             kept = [line for line in self.path.read_text().splitlines()
@@ -226,12 +229,14 @@ class _Log:
 
 
 def cleared_export(workdir: Path) -> Path:
-    """``WORKDIR/export``, an earlier export there removed (a resumed run that finishes writes it anew)."""
+    """``WORKDIR/export``, an earlier export there removed (a resumed run that finishes writes it anew; all
+    processes call it, process 0 removes)."""
     export = workdir / "export"
-    if export.exists():
+    if distributed.is_primary() and export.exists():
         import shutil
 
         shutil.rmtree(export)
+    distributed.sync("export:cleared")
     return export
 
 
@@ -297,9 +302,9 @@ def run_training(run: Run) -> list[dict]:
         window = MetricsWindow(train_step_flops(run.dit, tokens, run.source.spec.text_len, c.train.global_batch,
                                                 run.dit.remat_policy), c.train.global_batch, tokens)
         state, records = step_loop(c, step_fn, state, data, run.null_text, start, log, window, schedule, ckpt)
-    if c.train.export and jax.process_index() == 0 and start < total:
+    if c.train.export and start < total:   # every process: each writes its shards of the params
         export = cleared_export(run.workdir)
-        params = jax.device_get(state_lib.final_params(state, run.trainable))
+        params = state_lib.final_params(state, run.trainable)
         if c.model.init_from:
             export_params(export, run.preset.name, params, base_model_dir=c.model.init_from)
         else:  # a model trained from scratch comes with a freshly initialised VAE

@@ -5,8 +5,9 @@ levels and noise from ``fold_in(state.rng, step)``, drop text for CFG, build the
 ``cond`` (``make_cond``, which may drop conditions too), run the DiT on the params cast to the compute dtype,
 and take the gradient of the fp32 velocity MSE (plus an optional auxiliary loss on the model's sown
 "predictions") with respect to the trainable params only; average, clip, AdamW, EMA. Image-to-video models
-(``clean_lead``) see their clean leading frames in place of the noisy ones and are not scored on them. Partially trainable
-leaves (``hcjax.training.trainable.Part``) get their gradient masked and keep their frozen values bit for bit.
+(``clean_lead``) see their clean leading frames in place of the noisy ones and are not scored on them.
+Partially trainable leaves (``hcjax.training.trainable.Part``) get their gradient masked and keep their frozen
+values bit for bit.
 The batch's leading axis is split into micro-batches so that each device keeps its own samples (no data moves).
 """
 

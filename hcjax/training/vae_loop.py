@@ -17,6 +17,7 @@ import numpy as np
 
 from hcjax import configs
 from hcjax.models import CausalVAE, logical_axes
+from hcjax.parallel import distributed
 from hcjax.models.params import abstract_params, init_params
 from hcjax.parallel.shardings import with_shardings
 from hcjax.training import optimizer as optimizer_lib
@@ -60,6 +61,8 @@ def build(config: ml_collections.ConfigDict) -> VAERun:
     from hcjax.training.loop import _mesh
 
     c = config
+    if c.train.distributed:
+        distributed.initialize_from_config(c.train)
     preset = configs.get(c.model.preset)
     vae = preset.vae.replace(dtype=c.model.dtype, param_dtype="float32")
     loss = VAELoss(**c.vae_loss.to_dict())
@@ -121,9 +124,9 @@ def run_training(run: VAERun) -> list[dict]:
         f, h, w = run.source.buckets[0]
         window = MetricsWindow(None, c.train.global_batch, f * h * w)
         state, records = step_loop(c, step_fn, state, data, {}, start, log, window, schedule, ckpt)
-    if c.train.export and jax.process_index() == 0 and start < total:
+    if c.train.export and start < total:   # every process: each writes its shards of the params
         from hcjax.convert.model_dir import save_model_dir
 
-        save_model_dir(cleared_export(run.workdir), run.preset.name, vae_params=jax.device_get(state.params),
+        save_model_dir(cleared_export(run.workdir), run.preset.name, vae_params=state.params,
                        source="hcjax VAE training")
     return records
