@@ -12,7 +12,7 @@ sampler's unconditional branch keeps it too).
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, ClassVar
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -36,8 +36,6 @@ def i2v_record_extras(model) -> tuple[Extra, ...]:
 @dataclasses.dataclass(frozen=True)
 class I2VInputs(CustomInputs):
     """``CustomInputs`` (keys, record checks) of an I2V model: no ``cond``, and ``clean_lead`` for the step."""
-
-    key_help: ClassVar[dict[str, str] | None] = None
 
     def make_cond(self, batch: dict, key: jax.Array) -> None:
         return None
