@@ -34,7 +34,7 @@ demo-model: setup
 	$(BIN)/python tools/eval_demo.py --json runs/demo-dit/eval.json
 
 test: setup
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=15 tests
 
 bench: setup
 	$(BIN)/python tools/bench_dit_cpu.py
