@@ -34,7 +34,7 @@ demo-model: setup
 	$(BIN)/python tools/eval_demo.py --json runs/demo-dit/eval.json
 
 test: setup
-	$(BIN)/python -m pytest -q --durations=15 tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15 tests   # two workers, one test file each at a time
 
 bench: setup
 	$(BIN)/python tools/bench_dit_cpu.py
