@@ -184,7 +184,7 @@ class _Log:
     """metrics.jsonl (cut back to the resumed step), TensorBoard and the progress bar."""
 
     def __init__(self, run: Run, start: int, total: int):
-        self.primary = jax.process_index() == 0
+        self.primary = distributed.is_primary()
         self.path = run.workdir / "metrics.jsonl"
         self.tb = self.bar = None
         if not self.primary:

@@ -61,8 +61,8 @@ def noisy_latents(x0: jax.Array, noise: jax.Array, sigma: jax.Array) -> tuple[ja
 
 
 def with_clean_lead(x_t: jax.Array, lead: jax.Array) -> tuple[jax.Array, int]:
-    """``(x_t with its first k latent frames replaced by the clean `lead [B, k, H, W, C]`, k)``: the
-    image-to-video input, whose first frame is never noised."""
+    """``(x_t, k)`` with the first ``k`` latent frames of ``x_t`` replaced by the clean ``lead [B, k, H, W, C]``:
+    the image-to-video input, whose first frame is never noised."""
     k = lead.shape[1]
     if lead.shape[:1] + lead.shape[2:] != x_t.shape[:1] + x_t.shape[2:] or not 0 < k < x_t.shape[1]:
         raise ValueError(f"clean leading frames {lead.shape} do not lead latents {x_t.shape}: they need the "
