@@ -17,6 +17,7 @@ from hcjax.models import HunyuanVideoDiT, random_params
 from hcjax.training import aot_cond, optimizer, state as state_lib, trainable
 from hcjax.training import loss as loss_lib
 from hcjax.training.cond_inputs import conditioning_inputs, record_extras
+from hcjax.training.custom_cond import CondSettings
 from hcjax.training.data import DataSpec, SyntheticSource, check_dataset, open_dataset
 from hcjax.training.i2v_cond import I2VInputs
 from hcjax.training.step import make_train_step
@@ -50,7 +51,7 @@ def test_i2v_models_read_first_latents():
     record = SyntheticSource.for_model(dit, 4)[0]
     np.testing.assert_array_equal(record["first_latents"], record["latents"][:1])
     with pytest.raises(ValueError, match="image-to-video model has no audio"):
-        conditioning_inputs(dit, conditioning_inputs.__globals__["CondSettings"](audio_dropout=0.5))
+        conditioning_inputs(dit, CondSettings(audio_dropout=0.5))
 
 
 @functools.lru_cache(maxsize=2)
