@@ -51,6 +51,37 @@ def test_query_chunks_give_the_same_numbers(padded):
     np.testing.assert_allclose(xla_attention(q, k, v, seg, query_chunk=32), whole, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("masks", ["segments", "kv_mask", "causal_block"])
+@pytest.mark.parametrize("query_chunk", [None, 32])
+def test_per_head_loop_gives_the_same_numbers(masks, query_chunk):
+    """One (sample, head) at a time, with each sample's own mask, equals all heads at once."""
+    q, k, v = (jnp.swapaxes(x, 1, 2) for x in _qkv(length=100))  # head-major, 2 samples x 3 heads
+    seg = np.zeros((2, 100), np.int32)
+    seg[0, 77:], seg[1, 40:] = 1, 1  # the samples' masks differ: a mask cut to the wrong sample shows
+    kw = {"segments": dict(segment_ids=jnp.asarray(seg)), "kv_mask": dict(kv_mask=jnp.asarray(seg == 0)),
+          "causal_block": dict(causal_block=10)}[masks]
+    whole = xla_attention(q, k, v, **kw)
+    looped = jax.jit(lambda *a: xla_attention(*a, query_chunk=query_chunk, per_head=True, **kw))(q, k, v)
+    chex.assert_shape(looped, q.shape)
+    np.testing.assert_allclose(looped, whole, rtol=1e-6, atol=1e-6)
+    assert not np.allclose(whole, xla_attention(q, k, v), atol=1e-3)  # the mask matters here
+    cotangent = jnp.asarray(RNG.standard_normal(q.shape).astype(np.float32))
+    grads = [jax.grad(lambda *a, p=p: jnp.sum(xla_attention(*a, query_chunk=query_chunk, per_head=p, **kw)
+                                               * cotangent), argnums=(0, 1, 2))(q, k, v) for p in (False, True)]
+    for want, got in zip(*grads):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_xla_plan_bounds_the_logits_of_a_step():
+    """On CPU long sequences go head by head, chunked within a 24 MiB logits budget; short ones in one step."""
+    from hcjax.nn.attention import _default_xla_plan
+
+    assert _default_xla_plan((1, 4, 2368, 128), 2368) == (True, None)  # 22 MB per head: one step per head
+    assert _default_xla_plan((2, 32, 256, 128), 256) == (False, None)  # a text encoder: one batched step
+    per_head, chunk = _default_xla_plan((1, 24, 32768, 128), 32768)
+    assert per_head and 32768 % chunk == 0 and 4 * chunk * 32768 <= 2 * 24 * 2**20
+
+
 def test_single_segment_skips_the_mask_with_the_same_numbers():
     """Uniform segment ids take the unmasked branch; one padded sample in the batch takes the masked one."""
     q, k, v = _qkv()

@@ -1,7 +1,9 @@
 """hcjax (jit) vs diffusers (eager) DiT forward on the same CPU, interleaved, median of N runs.
 
 Config: hidden 512 / 4 heads (head dim 128) / 2 double / 4 single blocks, latent 9x32x32 (2,304 video tokens),
-64 text tokens. Prints both medians and the time ratio hcjax / diffusers (lower is better; target <= 1.0).
+64 text tokens. Prints both medians and the time ratio hcjax / diffusers (lower is better; target <= 1.0), then
+the same for one attention call at the model's shape (hcjax's entry point against PyTorch's SDPA), the part of
+the forward where XLA's CPU code has the least room.
 
     python tools/bench_dit_cpu.py [--runs 5] [--impl xla]
 """
@@ -9,12 +11,14 @@ Config: hidden 512 / 4 heads (head dim 128) / 2 double / 4 single blocks, latent
 from __future__ import annotations
 
 import argparse
+
 import jax
 import numpy as np
 import torch
 
 from hcjax import configs, convert
 from hcjax.models import HunyuanVideoDiT
+from hcjax.nn.attention import attention_head_major
 from side_by_side import first_runs, interleaved_times, report
 
 
@@ -66,6 +70,26 @@ def main():
           f"tokens {tokens}; torch threads {torch.get_num_threads()}, jax {jax.__version__} on {jax.devices()[0]}")
     print(f"hcjax compile+first run {compile_s:.2f} s; outputs agree to rel L2 {err:.2e}")
     report(times)
+    attention_side_by_side(args.runs, (1, cfg.num_heads, tokens, cfg.head_dim), args.impl)
+
+
+def attention_side_by_side(runs: int, shape: tuple[int, int, int, int], impl: str) -> None:
+    """One head-major self-attention call of ``shape``: hcjax (jit) against ``scaled_dot_product_attention``."""
+    q, k, v = (torch.randn(*shape, generator=torch.Generator().manual_seed(i)) for i in range(3))
+    fn = jax.jit(lambda *a: attention_head_major(*a, impl=impl))
+    jax_qkv = jax.device_put(tuple(x.numpy() for x in (q, k, v)))
+
+    def run_jax():
+        return fn(*jax_qkv).block_until_ready()
+
+    def run_torch():
+        with torch.inference_mode():
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v)
+
+    out_jax, out_torch, _ = first_runs(run_jax, run_torch)
+    err = np.linalg.norm(out_jax - out_torch) / np.linalg.norm(out_torch)
+    print(f"attention alone, [B, H, L, D] = {list(shape)}; outputs agree to rel L2 {err:.2e}")
+    report(interleaved_times(runs, hcjax=run_jax, sdpa=run_torch), theirs="sdpa")
 
 
 if __name__ == "__main__":
