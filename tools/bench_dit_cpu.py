@@ -19,7 +19,7 @@ import torch
 from hcjax import configs, convert
 from hcjax.models import HunyuanVideoDiT
 from hcjax.nn.attention import attention_head_major
-from side_by_side import first_runs, interleaved_times, report
+from side_by_side import first_runs, interleaved_times, rel_l2, report
 
 
 def build(latent=(9, 32, 32), text_len=64, seed=0):
@@ -63,7 +63,7 @@ def main():
                        return_dict=False)[0]
 
     out_jax, out_torch, compile_s = first_runs(run_jax, lambda: run_torch().permute(0, 2, 3, 4, 1))
-    err = np.linalg.norm(out_jax - out_torch) / np.linalg.norm(out_torch)
+    err = rel_l2(out_jax, out_torch)
     times = interleaved_times(args.runs, hcjax=run_jax, diffusers=run_torch)
     tokens = int(np.prod(inp["x"].shape[2:])) // 4 + inp["txt"].shape[1]
     print(f"config: hidden {cfg.hidden_size}, heads {cfg.num_heads}, blocks {cfg.depth_double}+{cfg.depth_single}, "
@@ -87,7 +87,7 @@ def attention_side_by_side(runs: int, shape: tuple[int, int, int, int], impl: st
             return torch.nn.functional.scaled_dot_product_attention(q, k, v)
 
     out_jax, out_torch, _ = first_runs(run_jax, run_torch)
-    err = np.linalg.norm(out_jax - out_torch) / np.linalg.norm(out_torch)
+    err = rel_l2(out_jax, out_torch)
     print(f"attention alone, [B, H, L, D] = {list(shape)}; outputs agree to rel L2 {err:.2e}")
     report(interleaved_times(runs, hcjax=run_jax, sdpa=run_torch), theirs="sdpa")
 

@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from hcjax import configs, convert  # noqa: E402
 from hcjax.models import CausalVAE  # noqa: E402
 from hcjax.pipelines import SampleRequest, TextEmbeddings, denoise_fn  # noqa: E402
-from side_by_side import first_runs, interleaved_times, report  # noqa: E402
+from side_by_side import first_runs, interleaved_times, rel_l2, report  # noqa: E402
 from tests.torch_reference import tiny_diffusers_dit, tiny_diffusers_vae  # noqa: E402
 
 
@@ -84,7 +84,7 @@ def main():
             return ref_vae.decode(torch_denoise() / scale, return_dict=False)[0]
 
     out_jax, out_torch, compile_s = first_runs(jax_denoise, lambda: torch_denoise().permute(0, 2, 3, 4, 1))
-    err = np.linalg.norm(out_jax - out_torch) / np.linalg.norm(out_torch)
+    err = rel_l2(out_jax, out_torch)
     jax_end_to_end()
     print(f"tiny preset, latent {t}x{h}x{w}, {request.steps} steps, shift {request.shift}, "
           f"{'CFG ' + str(request.cfg_scale) if request.uses_cfg else 'embedded guidance'}; torch threads "

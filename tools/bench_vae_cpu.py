@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from hcjax import configs, convert  # noqa: E402
 from hcjax.models import CausalVAE  # noqa: E402
-from side_by_side import first_runs, interleaved_times, report  # noqa: E402
+from side_by_side import first_runs, interleaved_times, rel_l2, report  # noqa: E402
 from tests.torch_reference import tiny_diffusers_vae, to_channels_first, to_channels_last  # noqa: E402
 
 
@@ -47,7 +47,7 @@ def main():
             return ref.decode(z_torch).sample
 
     out_jax, out_torch, compile_s = first_runs(run_jax, lambda: to_channels_last(run_torch()))
-    err = np.linalg.norm(out_jax - out_torch) / np.linalg.norm(out_torch)
+    err = rel_l2(out_jax, out_torch)
     times = interleaved_times(args.runs, hcjax=run_jax, diffusers=run_torch)
     print(f"config: block channels {cfg.block_channels}, latents {tuple(args.latent)} -> video {out_jax.shape[1:4]}; "
           f"torch threads {torch.get_num_threads()}, jax {jax.__version__} on {jax.devices()[0]}")

@@ -17,6 +17,11 @@ def first_runs(run_jax: Callable, run_torch: Callable) -> tuple[np.ndarray, np.n
     return out_jax, np.asarray(run_torch()), compile_s
 
 
+def rel_l2(got: np.ndarray, want: np.ndarray) -> float:
+    """Relative L2 error of ``got`` against ``want``."""
+    return float(np.linalg.norm(got - want) / np.linalg.norm(want))
+
+
 def interleaved_times(runs: int, **fns: Callable) -> dict[str, list[float]]:
     """Runs each function ``runs`` times, alternating between them; seconds per run by name."""
     times: dict[str, list[float]] = {name: [] for name in fns}
