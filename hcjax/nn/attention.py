@@ -164,9 +164,9 @@ def _per_head(q, k, v, mask_fn, query_chunk):
     batch, heads = q.shape[:2]
 
     def one(args):
-        index, q1, k1, v1 = (x[None, None] if x.ndim else x for x in args)
+        index, q1, k1, v1 = args  # index: sample * heads + head; q1, k1, v1 [L, D]
         sample_mask = None if mask_fn is None else _for_sample(mask_fn, index // heads)
-        return _chunked(q1, k1, v1, sample_mask, query_chunk)[0, 0]
+        return _chunked(q1[None, None], k1[None, None], v1[None, None], sample_mask, query_chunk)[0, 0]
 
     flat = functools.partial(einops.rearrange, pattern="b h l d -> (b h) l d")
     out = jax.lax.map(one, (jnp.arange(batch * heads), flat(q), flat(k), flat(v)))
